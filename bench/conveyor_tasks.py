@@ -1,0 +1,13 @@
+"""Conveyor side: `conveyor -A conveyor_tasks worker ...` (needs bench/ on sys.path)."""
+
+from __future__ import annotations
+
+from conveyor import Conveyor
+from counter import bump, redis_url
+
+app = Conveyor("benchapp", broker=redis_url(), backend=redis_url())
+
+
+@app.task
+def noop(i: int) -> None:
+    bump()

@@ -1,0 +1,53 @@
+"""conveyor: a distributed task queue with Celery's API, built on leased deliveries.
+
+    from conveyor import Celery          # or Conveyor: the same class
+    app = Celery("proj", broker="redis://localhost:6379/0")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.delay(2, 3).get(timeout=10)      # 5
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import states
+from .app import Conveyor, current_app, shared_task
+from .exceptions import (
+    MaxRetriesExceededError,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TimeLimitExceeded,
+    TimeoutError,
+)
+from .result import AsyncResult, EagerResult
+from .task import Context, Task
+from .worker.logs import get_task_logger
+
+Celery = Conveyor
+
+__all__ = [
+    "AsyncResult",
+    "Celery",
+    "Context",
+    "Conveyor",
+    "EagerResult",
+    "MaxRetriesExceededError",
+    "Reject",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "Task",
+    "TaskError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "__version__",
+    "current_app",
+    "get_task_logger",
+    "shared_task",
+    "states",
+]

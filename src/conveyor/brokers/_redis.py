@@ -1,0 +1,154 @@
+"""Redis plumbing shared by the Redis broker and the Redis result backend.
+
+redis-py parses URLs (``redis://``, ``rediss://``, ``unix://``, credentials), connects,
+speaks TLS and parses replies with hiredis. Its high-level client costs ~90 µs a call
+here, against ~40 µs for the same command sent on a raw connection, so the hot path
+(publish, fetch, ack) goes through :class:`RedisLink`: one dedicated connection that can
+also send commands *without waiting* for their replies (write-behind). An ack is then
+on its way to Redis the moment a task ends, at the cost of one ``send()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import NoScriptError, ResponseError
+
+__all__ = ["RedisLink", "Script", "load_script", "pool_from_url"]
+
+logger = logging.getLogger("conveyor.redis")
+
+Command = tuple[Any, ...]
+
+# Errors after which the connection is dropped and made again.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class Script:
+    """A Lua script from a ``.lua`` file, called by its SHA1."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def command(self, keys: Sequence[Any], args: Sequence[Any]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def load_script(package: str, name: str) -> Script:
+    source = resources.files(package).joinpath("lua", f"{name}.lua").read_text()
+    return Script(name, source)
+
+
+def pool_from_url(url: str, **options: Any) -> ConnectionPool:
+    # health_check_interval keeps idle pooled connections honest after a Redis restart.
+    options.setdefault("health_check_interval", 10)
+    options.setdefault("socket_keepalive", True)
+    return ConnectionPool.from_url(url, **options)
+
+
+class RedisLink:
+    """One connection of our own, with write-behind sends and scripts loaded on connect.
+
+    Not thread-safe: each consumer loop owns one. Commands sent with :meth:`send` are kept
+    until their replies are read; if the connection drops first they are sent again on
+    the next connection, so every command sent this way must be idempotent (ours are:
+    DEL/RPUSH/SET/HDEL and scripts built from them).
+    """
+
+    def __init__(self, pool: ConnectionPool, scripts: Iterable[Script] = ()) -> None:
+        self._pool = pool
+        self._scripts = list(scripts)
+        self._conn: AbstractConnection | None = None
+        self._unconfirmed: deque[Command] = deque()
+
+    # connection ---------------------------------------------------------------------
+    def _connection(self) -> AbstractConnection:
+        if self._conn is None:
+            conn = self._pool.make_connection()
+            conn.connect()
+            if self._scripts:
+                conn.send_packed_command(
+                    conn.pack_commands([("SCRIPT", "LOAD", s.source) for s in self._scripts])
+                )
+                for _ in self._scripts:
+                    conn.read_response()
+            self._conn = conn
+            if self._unconfirmed:
+                resend, self._unconfirmed = list(self._unconfirmed), deque()
+                self.send(resend)
+        return self._conn
+
+    def reset(self) -> None:
+        """Drop the connection after an error; the next call makes a new one."""
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            except Exception:  # pragma: no cover - best effort on a broken socket
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        except CONNECTION_ERRORS:
+            pass
+        self.reset()
+
+    # commands -----------------------------------------------------------------------
+    def send(self, commands: Sequence[Command]) -> None:
+        """Send without waiting for replies (they are read by the next call or drain)."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        except CONNECTION_ERRORS:
+            self._unconfirmed.extend(commands)
+            self.reset()
+            raise
+        self._unconfirmed.extend(commands)
+
+    def drain(self) -> None:
+        """Read the replies of everything sent so far; log (never raise) error replies."""
+        if not self._unconfirmed or self._conn is None:
+            return
+        conn = self._conn
+        try:
+            while self._unconfirmed:
+                try:
+                    conn.read_response()
+                except ResponseError as exc:
+                    logger.error("redis refused %s: %s", self._unconfirmed[0][0], exc)
+                self._unconfirmed.popleft()
+        except CONNECTION_ERRORS:
+            self.reset()
+            raise
+
+    def call(self, command: Command) -> Any:
+        """Send one command after anything pending and return its reply."""
+        self.drain()
+        conn = self._connection()
+        try:
+            conn.send_packed_command(conn.pack_command(*command), check_health=False)
+            return conn.read_response()
+        except NoScriptError:
+            raise
+        except ResponseError:
+            raise
+        except CONNECTION_ERRORS:
+            self.reset()
+            raise
+
+    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return self.call(script.command(keys, args))
+        except NoScriptError:
+            # Someone ran SCRIPT FLUSH; EVAL caches the script again.
+            return self.call(("EVAL", script.source, len(keys), *keys, *args))

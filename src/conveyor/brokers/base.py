@@ -1,0 +1,180 @@
+"""The broker interface: what every transport (redis, sqlite, memory) must do.
+
+A broker holds messages it cannot read (the envelope is opaque bytes to it). Every
+delivery is a *lease*: the message stays in the broker, owned by one consumer, until
+that consumer acks it or releases it, or until the consumer stops renewing its lease
+(it died) and another consumer reclaims it. There is no visibility timeout: a live
+consumer keeps its deliveries for as long as its tasks run (leases, not a visibility
+timeout: celery#5935, kombu#1097).
+
+The contract suite in ``tests/contract`` runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Broker", "BrokerConsumer", "DeadLetter", "Delivery", "QueueStats", "ResultWrite"]
+
+PRIORITY_LEVELS = 10
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One leased message."""
+
+    tag: str
+    body: bytes
+    queue: str
+    priority: int
+    deliveries: int = 1  # 1 the first time; more after a worker died holding it
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
+
+
+@dataclass(slots=True, frozen=True)
+class ResultWrite:
+    """A state to store for a task, handed to the broker when it can store it alongside
+    the ack in the same round trip (a co-located backend)."""
+
+    task_id: str
+    payload: bytes
+    final: bool
+
+
+@dataclass(slots=True)
+class QueueStats:
+    name: str
+    ready: int = 0
+    scheduled: int = 0
+    by_priority: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: str
+    queue: str
+    reason: str
+    time: float
+    body: bytes
+
+
+class BrokerConsumer(ABC):
+    """One consuming loop's handle on the broker. Not shared between threads."""
+
+    consumer_id: str
+    # True when ack() and store() also write results (the backend lives in the broker).
+    carries_results: bool = False
+
+    @abstractmethod
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` messages, waiting up to ``timeout`` seconds for one."""
+
+    @abstractmethod
+    def ack(self, delivery: Delivery, result: ResultWrite | None = None) -> None:
+        """End the lease: the message is done. May be sent without waiting for a reply,
+        but must be on its way before this returns. ``result`` is stored first."""
+
+    def store(self, result: ResultWrite) -> bool:
+        """Store an interim state in the same stream as the acks, if this consumer
+        carries the results; False means the caller must store it itself."""
+        return False
+
+    @abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give unstarted messages back to the front of their queue."""
+
+    @abstractmethod
+    def recover(self, known_tags: set[str]) -> int:
+        """After a lost connection: give back leases this consumer holds but no longer
+        knows about (a fetch whose reply never arrived). Returns how many."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Wait until everything sent so far has been applied."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Broker(ABC):
+    """A transport. Thread-safe; consumers are not."""
+
+    url: str
+
+    @abstractmethod
+    def publish(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        priority: int = 0,
+        countdown: float | None = None,
+        eta: float | None = None,
+    ) -> None:
+        """Queue messages now, or hold them in the broker until ``countdown`` seconds
+        from now (broker clock) or until the epoch time ``eta``."""
+
+    @abstractmethod
+    def consumer(
+        self,
+        queues: Sequence[str],
+        consumer_id: str,
+        lease_seconds: float,
+        results: Any = None,
+    ) -> BrokerConsumer:
+        """A handle for one consuming loop; its lease starts with its first fetch.
+
+        ``results`` is the app's result backend: a broker that lives in the same store
+        (:meth:`colocated_with`) writes results in the same round trip as the ack."""
+
+    @abstractmethod
+    def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
+        """Extend the leases of live consumers."""
+
+    @abstractmethod
+    def reclaim(self, consumer_id: str | None = None) -> int:
+        """Requeue the deliveries of consumers whose lease expired (or of one consumer,
+        now: its process is known to be gone). Returns how many messages went back."""
+
+    @abstractmethod
+    def release(self, consumer_id: str, deliveries: Sequence[Delivery]) -> None:
+        """Thread-safe form of :meth:`BrokerConsumer.release`."""
+
+    @abstractmethod
+    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
+        """Keep a message that cannot be run, with the reason."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    @abstractmethod
+    def queues(self) -> list[QueueStats]:
+        """Every known queue with its depth."""
+
+    @abstractmethod
+    def purge(self, queues: Sequence[str]) -> int:
+        """Delete waiting and scheduled messages; returns how many."""
+
+    @abstractmethod
+    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        """Record a live worker (its heartbeat)."""
+
+    @abstractmethod
+    def retire_worker(self, name: str) -> None: ...
+
+    @abstractmethod
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers whose heartbeat is fresh."""
+
+    def colocated_with(self, backend: object) -> bool:
+        """True when this broker can store ``backend``'s results in its ack."""
+        return False
+
+    @abstractmethod
+    def close(self) -> None: ...

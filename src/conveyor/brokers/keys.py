@@ -1,0 +1,74 @@
+"""Every Redis key conveyor uses, in one place (documented in docs/architecture.md).
+
+``<p>`` is the ``redis_key_prefix`` setting (default ``conveyor``), so several apps can
+share one Redis database without seeing each other's queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = "conveyor"
+
+    def queue(self, name: str) -> str:
+        """Base key of a queue: ``<p>:queue:<name>``. Its parts, built by the Lua scripts:
+        ``<base>:<0-9>`` a list per priority level (LPUSH in, RPOP out: FIFO),
+        ``<base>:eta`` a zset of messages not yet due (score = due ms),
+        ``<base>:wake`` a one-member zset consumers block on (BZPOPMIN) when idle."""
+        if "\n" in name:
+            raise ValueError("a queue name cannot contain a newline")
+        return f"{self.prefix}:queue:{name}"
+
+    def level(self, name: str, priority: int) -> str:
+        return f"{self.queue(name)}:{priority}"
+
+    def eta(self, name: str) -> str:
+        return f"{self.queue(name)}:eta"
+
+    def wake(self, name: str) -> str:
+        return f"{self.queue(name)}:wake"
+
+    @property
+    def queues(self) -> str:
+        """Set of every queue name ever published to."""
+        return f"{self.prefix}:queues"
+
+    @property
+    def consumers(self) -> str:
+        """Zset of consumer leases: member = consumer id, score = lease deadline (ms)."""
+        return f"{self.prefix}:consumers"
+
+    def inflight(self, consumer_id: str) -> str:
+        """Hash of one consumer's leased messages: tag -> list key, deliveries, body."""
+        return f"{self.prefix}:inflight:{consumer_id}"
+
+    @property
+    def redeliveries(self) -> str:
+        """Hash sha1(body) -> deliveries, for messages put back after a consumer died."""
+        return f"{self.prefix}:redeliveries"
+
+    @property
+    def dead_letters(self) -> str:
+        """List of dead-lettered messages (newest first), each a JSON record."""
+        return f"{self.prefix}:dlq"
+
+    @property
+    def workers(self) -> str:
+        """Zset of workers: member = worker name, score = last heartbeat (ms)."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        """JSON description of one worker, expiring with its heartbeat."""
+        return f"{self.prefix}:worker:{name}"
+
+    # result backend ---------------------------------------------------------------------
+    def result(self, task_id: str) -> str:
+        """List holding a task's final meta (one element, so waiters can BLMOVE on it)."""
+        return f"{self.prefix}:result:{task_id}"
+
+    def state(self, task_id: str) -> str:
+        """String holding a task's interim meta (RECEIVED, STARTED, RETRY, custom)."""
+        return f"{self.prefix}:state:{task_id}"

@@ -1,0 +1,87 @@
+"""``conveyor``: the command line, in Celery's shape (``conveyor -A proj worker -l info``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..app import Conveyor
+from ..exceptions import AppNotFound, ConveyorError
+from .loader import find_app
+
+__all__ = ["cli", "main"]
+
+
+class AppContext:
+    """What ``-A``, ``--broker`` and ``--result-backend`` say, resolved on first use."""
+
+    def __init__(self, spec: str | None, broker: str | None, backend: str | None) -> None:
+        self.spec = spec
+        self.broker = broker
+        self.backend = backend
+        self._app: Conveyor | None = None
+
+    @property
+    def app(self) -> Conveyor:
+        if self._app is None:
+            if self.spec:
+                app = find_app(self.spec)
+            else:
+                app = Conveyor("default")
+            if self.broker:
+                app.conf.broker_url = self.broker
+            if self.backend:
+                app.conf.result_backend = self.backend
+            self._app = app
+        return self._app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-A", "--app", "spec", metavar="MODULE[:ATTR]", envvar="CONVEYOR_APP",
+              help="The app: a module with an 'app' or 'celery' attribute, or module:attr.")
+@click.option("-b", "--broker", metavar="URL", help="Broker URL (overrides broker_url).")
+@click.option("--result-backend", metavar="URL", help="Result backend URL (overrides result_backend).")
+@click.version_option(__version__, "--version", prog_name="conveyor")
+@click.pass_context
+def cli(ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None) -> None:
+    """conveyor: a distributed task queue with Celery's API.
+
+    \b
+    Examples:
+      conveyor -A proj.tasks worker --loglevel=info -c 4 -Q default,emails
+      conveyor -A proj.tasks call proj.tasks.add --args '[2, 3]'
+      conveyor -A proj.tasks status
+      conveyor demo
+    """
+    ctx.obj = AppContext(spec, broker, result_backend)
+
+
+def _register_commands() -> None:
+    from . import commands, worker
+
+    cli.add_command(worker.worker)
+    for command in commands.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: click's parsing, but every usage error in one line."""
+    _register_commands()
+    try:
+        return cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "conveyor"
+        click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (AppNotFound, ConveyorError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,64 @@
+"""``conveyor worker``: start a worker, with Celery's flags."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..worker.logs import setup_logging
+from ..worker.main import POOLS, Worker
+from .main import AppContext
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@click.command()
+@click.option("-l", "--loglevel", default="warning", show_default=True,
+              type=click.Choice(LEVELS, case_sensitive=False), help="Logging level.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
+              help="Child processes (prefork) or threads. [default: number of CPUs]")
+@click.option("-P", "--pool", type=click.Choice(POOLS), help="Pool implementation. [default: prefork]")
+@click.option("-Q", "--queues", metavar="Q1,Q2",
+              help="Comma-separated queues to consume, served round robin. [default: celery]")
+@click.option("-n", "--hostname", metavar="NAME@%h",
+              help="Worker name; %h is the host name, %n its first label, %d its domain.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
+              help="Replace a child process after it ran N tasks.")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
+              help="Replace a child process after its task when its RSS exceeds KIB kilobytes.")
+@click.option("--prefetch-multiplier", type=click.IntRange(min=1), metavar="N",
+              help="Messages each process (or thread) leases ahead. [default: 4]")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="On SIGTERM, how long running tasks may take before a cold stop. [default: 30]")
+@click.pass_obj
+def worker(
+    obj: AppContext,
+    loglevel: str,
+    concurrency: int | None,
+    pool: str | None,
+    queues: str | None,
+    hostname: str | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
+    prefetch_multiplier: int | None,
+    shutdown_timeout: float | None,
+) -> None:
+    """Start a worker that consumes tasks from the broker and runs them."""
+    setup_logging(loglevel)
+    app = obj.app
+    if shutdown_timeout is not None:
+        app.conf.worker_shutdown_timeout = shutdown_timeout
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    runner = Worker(
+        app,
+        queues=queue_list,
+        concurrency=concurrency,
+        pool=pool,
+        hostname=hostname,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        prefetch_multiplier=prefetch_multiplier,
+        app_label=obj.spec,
+    )
+    sys.exit(runner.start())

@@ -1,0 +1,216 @@
+"""Settings: Celery's names, the old upper-case aliases, and conveyor's own.
+
+``app.conf`` is a mapping with attribute access. Unknown names are kept (extensions may
+read them) but warned about, naming the closest known setting, because a typo in a
+setting name otherwise fails silently (Celery ignores it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+__all__ = ["DEFAULTS", "OLD_NAMES", "Settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # where messages and results live
+    "broker_url": None,
+    "result_backend": None,
+    "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {},
+    "result_expires": 86400.0,
+    "result_extended": False,
+    "result_serializer": "json",
+    "result_accept_content": None,
+    # messages
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "task_default_queue": "celery",
+    "task_default_priority": 0,
+    "task_routes": None,
+    "task_create_missing_queues": True,
+    "task_protocol": 2,
+    # task behaviour
+    "task_track_started": False,
+    "task_ignore_result": False,
+    "task_acks_late": True,
+    "task_acks_on_failure_or_timeout": True,
+    "task_reject_on_worker_lost": True,
+    "task_time_limit": None,
+    "task_soft_time_limit": None,
+    "task_default_rate_limit": None,
+    "task_always_eager": False,
+    "task_eager_propagates": False,
+    "task_store_eager_result": False,
+    "task_annotations": None,
+    "task_max_deliveries": 5,
+    # worker
+    "worker_concurrency": None,
+    "worker_pool": "prefork",
+    "worker_prefetch_multiplier": 4,
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
+    "worker_hijack_root_logger": True,
+    "worker_log_format": None,
+    "worker_task_log_format": None,
+    "worker_send_task_events": False,
+    "worker_shutdown_timeout": 30.0,
+    "worker_lease_seconds": 10.0,
+    "worker_prefetch_release_seconds": 1.0,
+    "worker_heartbeat_seconds": 2.0,
+    # modules and time
+    "imports": (),
+    "include": (),
+    "timezone": "UTC",
+    "enable_utc": True,
+    "beat_schedule": {},
+    "beat_max_loop_interval": 5.0,
+    # conveyor only
+    "redis_key_prefix": "conveyor",
+}
+
+# The names Celery 3 used, still read by config_from_object (Celery's own table, trimmed
+# to the settings conveyor knows).
+OLD_NAMES: dict[str, str] = {
+    "BROKER_URL": "broker_url",
+    "BROKER_TRANSPORT_OPTIONS": "broker_transport_options",
+    "CELERY_RESULT_BACKEND": "result_backend",
+    "CELERY_RESULT_SERIALIZER": "result_serializer",
+    "CELERY_TASK_RESULT_EXPIRES": "result_expires",
+    "CELERY_RESULT_EXPIRES": "result_expires",
+    "CELERY_TASK_SERIALIZER": "task_serializer",
+    "CELERY_ACCEPT_CONTENT": "accept_content",
+    "CELERY_DEFAULT_QUEUE": "task_default_queue",
+    "CELERY_DEFAULT_PRIORITY": "task_default_priority",
+    "CELERY_ROUTES": "task_routes",
+    "CELERY_CREATE_MISSING_QUEUES": "task_create_missing_queues",
+    "CELERY_TRACK_STARTED": "task_track_started",
+    "CELERY_IGNORE_RESULT": "task_ignore_result",
+    "CELERY_ACKS_LATE": "task_acks_late",
+    "CELERY_DEFAULT_RATE_LIMIT": "task_default_rate_limit",
+    "CELERY_ALWAYS_EAGER": "task_always_eager",
+    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": "task_eager_propagates",
+    "CELERY_ANNOTATIONS": "task_annotations",
+    "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
+    "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",
+    "CELERYD_CONCURRENCY": "worker_concurrency",
+    "CELERYD_POOL": "worker_pool",
+    "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
+    "CELERYD_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
+    "CELERYD_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
+    "CELERYD_HIJACK_ROOT_LOGGER": "worker_hijack_root_logger",
+    "CELERYD_LOG_FORMAT": "worker_log_format",
+    "CELERYD_TASK_LOG_FORMAT": "worker_task_log_format",
+    "CELERY_SEND_EVENTS": "worker_send_task_events",
+    "CELERY_IMPORTS": "imports",
+    "CELERY_INCLUDE": "include",
+    "CELERY_TIMEZONE": "timezone",
+    "CELERY_ENABLE_UTC": "enable_utc",
+    "CELERYBEAT_SCHEDULE": "beat_schedule",
+    "CELERYBEAT_MAX_LOOP_INTERVAL": "beat_max_loop_interval",
+}
+
+# Environment variables read when the app is configured; they win over defaults but
+# not over what the code sets explicitly.
+ENVIRONMENT: dict[str, str] = {
+    "CONVEYOR_BROKER_URL": "broker_url",
+    "CONVEYOR_RESULT_BACKEND": "result_backend",
+}
+
+
+class Settings(MutableMapping[str, Any]):
+    """The app's configuration: a dict of lower-case setting names."""
+
+    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
+        self._values: dict[str, Any] = dict(DEFAULTS)
+        self._changed: set[str] = set()
+        if initial:
+            self.update(initial)
+
+    # mapping protocol -------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        name = _canonical(key)
+        if name not in DEFAULTS:
+            _warn_unknown(name)
+        self._values[name] = value
+        self._changed.add(name)
+
+    def __delitem__(self, key: str) -> None:
+        name = _canonical(key)
+        if name in DEFAULTS:
+            self._values[name] = DEFAULTS[name]
+            self._changed.discard(name)
+        else:
+            del self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    # attribute access, as Celery's app.conf allows ------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[_canonical(name)]
+        except KeyError:
+            raise AttributeError(f"no setting named {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def is_set(self, name: str) -> bool:
+        """True when the user set ``name`` (not just the default)."""
+        return _canonical(name) in self._changed
+
+    def apply_environment(self, environ: Mapping[str, str] = os.environ) -> None:
+        for variable, name in ENVIRONMENT.items():
+            if variable in environ and not self.is_set(name):
+                self._values[name] = environ[variable]
+
+    def from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Read settings from a module, a dotted module name, a class or a mapping.
+
+        Reads lower-case Celery names, old upper-case names, and with ``namespace="CELERY"``
+        Django-style ``CELERY_BROKER_URL`` names.
+        """
+        if isinstance(obj, str):
+            obj = importlib.import_module(obj)
+        items = obj.items() if isinstance(obj, Mapping) else _public_attributes(obj)
+        prefix = f"{namespace}_" if namespace else None
+        for key, value in items:
+            if prefix is not None:
+                if not key.startswith(prefix):
+                    continue
+                key = key[len(prefix) :].lower()
+            elif key.isupper() and key not in OLD_NAMES:
+                continue  # other upper-case module constants are not settings
+            self[key] = value
+
+
+def _public_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+    for key in dir(obj):
+        if not key.startswith("_"):
+            yield key, getattr(obj, key)
+
+
+def _canonical(name: str) -> str:
+    return OLD_NAMES.get(name, name)
+
+
+def _warn_unknown(name: str) -> None:
+    close = difflib.get_close_matches(name, DEFAULTS, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    warnings.warn(f"unknown setting {name!r}{hint}", UserWarning, stacklevel=4)

@@ -1,0 +1,135 @@
+"""Every exception conveyor raises, in one tree.
+
+    ConveyorError
+    ├── ConfigurationError          a setting or URL that cannot work
+    ├── AppNotFound                 ``-A`` names nothing that holds an app
+    ├── NotRegistered (KeyError)    a task name the registry does not know
+    ├── ContentDisallowed           a message in a content type not in accept_content
+    ├── MessageError                a message that cannot be decoded or is invalid
+    ├── BrokerError                 the broker could not take or give a message
+    ├── TimeoutError (builtins.TimeoutError)   ``AsyncResult.get`` waited too long
+    ├── TaskError                   a task failed with an exception type we cannot import
+    ├── Retry                       raised by ``Task.retry`` to ask for another attempt
+    ├── MaxRetriesExceededError     retries ran out and there was no exception to re-raise
+    ├── Reject                      a task refuses its message (dead-lettered)
+    ├── WorkerLostError             the process running a task died
+    ├── TimeLimitExceeded           the hard time limit ended a task
+    └── SoftTimeLimitExceeded       raised inside a task at its soft time limit
+
+The names users catch are Celery's, so ``except SoftTimeLimitExceeded`` keeps working
+after the import changes.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "AppNotFound",
+    "BrokerError",
+    "ConfigurationError",
+    "ContentDisallowed",
+    "ConveyorError",
+    "MaxRetriesExceededError",
+    "MessageError",
+    "NotRegistered",
+    "Reject",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "TaskError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "WorkerLostError",
+]
+
+
+class ConveyorError(Exception):
+    """Base of every conveyor exception."""
+
+
+class ConfigurationError(ConveyorError):
+    """A setting, URL or option that cannot work as given."""
+
+
+class AppNotFound(ConveyorError):
+    """The ``-A`` argument names no module or no app inside it."""
+
+
+class NotRegistered(ConveyorError, KeyError):
+    """No task of this name is registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class ContentDisallowed(ConveyorError):
+    """A message arrived in a content type that ``accept_content`` does not list."""
+
+
+class MessageError(ConveyorError):
+    """A message could not be decoded, or its envelope is invalid."""
+
+
+class BrokerError(ConveyorError):
+    """The broker refused or failed an operation."""
+
+
+class TimeoutError(ConveyorError, builtins.TimeoutError):  # noqa: A001 - Celery's name
+    """The result was not ready within the timeout."""
+
+
+class TaskError(ConveyorError):
+    """A task failed with an exception whose type cannot be imported here.
+
+    ``exc_type`` holds the original type's dotted name.
+    """
+
+    def __init__(self, message: str, exc_type: str = "") -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+
+
+class Retry(ConveyorError):
+    """Raised by ``Task.retry``: the task will run again later."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | None = None,
+    ) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        super().__init__(message or (repr(exc) if exc else "retry"), when)
+
+
+class MaxRetriesExceededError(ConveyorError):
+    """The task asked for a retry but has no retries left."""
+
+    def __init__(self, *args: Any, task_args: Any = None, task_kwargs: Any = None) -> None:
+        super().__init__(*args)
+        self.task_args = task_args
+        self.task_kwargs = task_kwargs
+
+
+class Reject(ConveyorError):
+    """Raised by a task to refuse its message; it goes to the dead-letter queue."""
+
+    def __init__(self, reason: str = "", requeue: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue
+
+
+class WorkerLostError(ConveyorError):
+    """The process that ran the task ended before the task did."""
+
+
+class TimeLimitExceeded(ConveyorError):
+    """The task ran past its hard time limit and was ended."""
+
+
+class SoftTimeLimitExceeded(ConveyorError):
+    """Raised inside a task when it reaches its soft time limit, so it can clean up."""

@@ -1,0 +1,324 @@
+"""Task[P, R]: a function the app knows by name, callable here or on a worker.
+
+``add.delay(2, 3)`` type-checks against ``add``'s own signature (ParamSpec), so a
+wrong argument is an editor error before it is a worker error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback as traceback_module
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from . import states
+from .backends.base import ResultMeta
+from .message import Envelope, encode_envelope
+from .result import AsyncResult, EagerResult
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+__all__ = ["Context", "Task", "current_request"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Context:
+    """``self.request`` inside a bound task: what this call is and where it came from."""
+
+    id: str | None = None
+    task: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    eta: float | None = None
+    expires: float | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    is_eager: bool = False
+    called_directly: bool = True
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+
+_local = threading.local()
+
+
+def current_request() -> Context | None:
+    """The request of the task running in this thread, if any."""
+    stack: list[Context] | None = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def push_request(request: Context) -> None:
+    stack: list[Context] | None = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(request)
+
+
+def pop_request() -> None:
+    _local.stack.pop()
+
+
+_DEFAULT_CONTEXT = Context()
+
+
+class Task(Generic[P, R]):
+    """A registered task. Create with ``@app.task`` or ``@shared_task``."""
+
+    # Options with Celery's names; per-task values override the app's settings.
+    name: str
+    bind: bool = False
+    ignore_result: bool | None = None
+    queue: str | None = None
+    priority: int | None = None
+    acks_late: bool | None = None
+    serializer: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180.0
+    rate_limit: str | None = None
+    track_started: bool | None = None
+
+    def __init__(
+        self,
+        fun: Callable[..., R],
+        app: Conveyor | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._fun = fun
+        self._app = app
+        self.name = name
+        for key, value in (options or {}).items():
+            if key == "base":
+                continue
+            setattr(self, key, value)
+        self.__doc__ = fun.__doc__
+        self.__name__ = getattr(fun, "__name__", name)
+        self.__module__ = getattr(fun, "__module__", __name__)
+        self.__wrapped__ = fun
+
+    # the app (shared tasks resolve it when used) ---------------------------------------
+    @property
+    def app(self) -> Conveyor:
+        if self._app is not None:
+            return self._app
+        from .app import current_app
+
+        return current_app()
+
+    # running -----------------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> R:
+        """The task body (the decorated function)."""
+        if self.bind:
+            return self._fun(self, *args, **kwargs)
+        return self._fun(*args, **kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task here and now, like calling the function."""
+        return self.run(*args, **kwargs)
+
+    @property
+    def request(self) -> Context:
+        return current_request() or _DEFAULT_CONTEXT
+
+    # sending -----------------------------------------------------------------------
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task to a worker: ``apply_async`` with only the arguments."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        ignore_result: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send the task with options. ``countdown`` and ``eta`` hold it in the broker
+        until due; ``expires`` (seconds or a datetime) revokes it if it starts later."""
+        app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, task_id=task_id, headers=headers)
+        envelope = self._envelope(
+            args,
+            kwargs,
+            task_id=task_id,
+            expires=expires,
+            priority=priority,
+            headers=headers,
+            ignore_result=ignore_result,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+        )
+        body = encode_envelope(envelope, serializer or self.serializer or app.conf.task_serializer)
+        app.broker.publish(
+            queue or self.queue or app.route(self.name),
+            (body,),
+            priority=envelope.priority or 0,
+            countdown=countdown,
+            eta=_epoch(eta),
+        )
+        return AsyncResult(envelope.id, app, self.name)
+
+    def delay_many(
+        self,
+        calls: Iterable[Sequence[Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> list[AsyncResult[R]]:
+        """Send many calls of this task in a few round trips (the bulk API).
+
+        ``calls`` holds one argument tuple per call: ``add.delay_many([(1, 2), (3, 4)])``.
+        """
+        app = self.app
+        serializer = self.serializer or app.conf.task_serializer
+        envelopes = [self._envelope(args, None, priority=priority) for args in calls]
+        bodies = [encode_envelope(e, serializer) for e in envelopes]
+        if app.conf.task_always_eager:
+            return [self.apply(e.args, e.kwargs, task_id=e.id) for e in envelopes]
+        app.broker.publish(
+            queue or self.queue or app.route(self.name),
+            bodies,
+            priority=envelopes[0].priority or 0 if envelopes else 0,
+        )
+        return [AsyncResult(e.id, app, self.name) for e in envelopes]
+
+    def _envelope(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        *,
+        task_id: str | None = None,
+        expires: datetime | float | None = None,
+        priority: int | None = None,
+        headers: Mapping[str, Any] | None = None,
+        ignore_result: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> Envelope:
+        now = time.time()
+        parent = current_request()
+        task_id = task_id or str(uuid.uuid4())
+        if priority is None:
+            priority = self.priority if self.priority is not None else self.app.conf.task_default_priority
+        expires_at = _epoch(expires, relative_to=now)
+        return Envelope(
+            id=task_id,
+            task=self.name,
+            args=list(args) if args else [],
+            kwargs=dict(kwargs) if kwargs else {},
+            expires=expires_at,
+            priority=priority,
+            root_id=(parent.root_id or parent.id) if parent and parent.id else task_id,
+            parent_id=parent.id if parent else None,
+            ignore_result=bool(ignore_result) if ignore_result is not None else False,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            sent_at=now,
+            headers=dict(headers) if headers else {},
+        )
+
+    # eager -------------------------------------------------------------------------
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task in this process now and return an :class:`EagerResult`.
+
+        Exceptions are captured in the result, or raised when ``task_eager_propagates``.
+        """
+        task_id = task_id or str(uuid.uuid4())
+        request = Context(
+            id=task_id,
+            task=self.name,
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            is_eager=True,
+            called_directly=False,
+            root_id=task_id,
+            headers=dict(headers or {}),
+        )
+        push_request(request)
+        try:
+            value = self.run(*request.args, **request.kwargs)
+        except Exception as exc:
+            if self.app.conf.task_eager_propagates:
+                raise
+            meta = ResultMeta(
+                task_id=task_id,
+                status=states.FAILURE,
+                exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                exc_args=[_plain(a) for a in exc.args],
+                traceback=traceback_module.format_exc(),
+                date_done=time.time(),
+                name=self.name,
+            )
+        else:
+            meta = ResultMeta(
+                task_id=task_id,
+                status=states.SUCCESS,
+                result=value,
+                date_done=time.time(),
+                name=self.name,
+            )
+        finally:
+            pop_request()
+        return EagerResult(task_id, meta, self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, self.app, self.name)
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+
+def _plain(value: Any) -> Any:
+    """Exception arguments as something every serializer can store."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def _epoch(value: datetime | float | None, relative_to: float | None = None) -> float | None:
+    """A datetime (naive means UTC, as with Celery's enable_utc) or a number of seconds
+    (relative to ``relative_to`` when given, else already an epoch time) as epoch."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    if relative_to is not None:
+        return relative_to + float(value)
+    return float(value)

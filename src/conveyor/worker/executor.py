@@ -1,0 +1,195 @@
+"""The executor: runs one delivered message and says what to store and whether to ack.
+
+It knows nothing of pools or brokers beyond the delivery in its hand: the loop fetches,
+the executor decodes, checks, runs the task, and returns an :class:`Outcome`. Messages
+that can never run (undecodable, unknown task, arguments that do not fit) are
+dead-lettered with the reason; the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as traceback_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..backends.base import ResultMeta, encode_meta
+from ..brokers.base import Delivery, ResultWrite
+from ..exceptions import ContentDisallowed, MessageError
+from ..message import Envelope, decode_envelope
+from ..serializers import accepted
+from ..task import Context, pop_request, push_request
+from .hooks import WorkerHooks
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+    from ..brokers.base import Broker
+
+__all__ = ["Executor", "Outcome"]
+
+logger = logging.getLogger("conveyor.worker")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one delivery: the state to store (None: store nothing)."""
+
+    result: ResultWrite | None
+    status: str
+
+
+class Executor:
+    def __init__(
+        self,
+        app: Conveyor,
+        broker: Broker,
+        hooks: WorkerHooks,
+        hostname: str,
+        store_interim: Callable[[ResultWrite], None],
+    ) -> None:
+        self.app = app
+        self.store_interim = store_interim
+        self.broker = broker
+        self.hooks = hooks
+        self.hostname = hostname
+        conf = app.conf
+        self.accept = accepted(conf.accept_content)
+        self.track_started = bool(conf.task_track_started)
+        self.ignore_result = bool(conf.task_ignore_result)
+        self._wants = {event: hooks.wants(event) for event in ("task_received", "task_started")}
+
+    # the one entry point ------------------------------------------------------------
+    def prepare(self, delivery: Delivery) -> tuple[Envelope, Context] | Outcome:
+        """Decode and check a message; an Outcome means it will not run."""
+        try:
+            envelope = decode_envelope(delivery.body, self.accept)
+        except (MessageError, ContentDisallowed) as exc:
+            return self._reject(delivery, None, str(exc))
+        request = Context(
+            id=envelope.id,
+            task=envelope.task,
+            args=envelope.args,
+            kwargs=envelope.kwargs,
+            retries=envelope.retries,
+            hostname=self.hostname,
+            delivery_info={
+                "queue": delivery.queue,
+                "routing_key": delivery.queue,
+                "priority": delivery.priority,
+                "redelivered": delivery.redelivered,
+                "deliveries": delivery.deliveries,
+            },
+            root_id=envelope.root_id,
+            parent_id=envelope.parent_id,
+            group=envelope.group_id,
+            eta=envelope.eta,
+            expires=envelope.expires,
+            headers=envelope.headers,
+            called_directly=False,
+            time_limit=envelope.time_limit,
+            soft_time_limit=envelope.soft_time_limit,
+        )
+        if envelope.task not in self.app.tasks:
+            return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
+        if self._wants["task_received"]:
+            self.hooks.emit("task_received", request=request, delivery=delivery)
+        return envelope, request
+
+    def execute(self, delivery: Delivery, envelope: Envelope, request: Context) -> Outcome:
+        """Run the task and build the state to store."""
+        task = self.app.tasks[envelope.task]
+        store = not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
+        if envelope.expires is not None and time.time() > envelope.expires:
+            return self._revoked(request, "expired", store)
+        if self._wants["task_started"]:
+            self.hooks.emit("task_started", request=request)
+        if store and _flag(task.track_started, self.track_started):
+            self._store_interim(request, states.STARTED)
+        push_request(request)
+        started = time.perf_counter()
+        try:
+            value = task.run(*envelope.args, **envelope.kwargs)
+        except TypeError as exc:
+            if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+                # Raised by the call itself, not inside the task: the arguments do not
+                # fit the signature. No retry can fix that, so it is dead-lettered.
+                return self._reject(delivery, request, f"arguments do not fit the task: {exc}")
+            return self._failed(request, exc, time.perf_counter() - started, store)
+        except Exception as exc:
+            return self._failed(request, exc, time.perf_counter() - started, store)
+        finally:
+            pop_request()
+        runtime = time.perf_counter() - started
+        self.hooks.emit("task_succeeded", request=request, result=value, runtime=runtime)
+        if not store:
+            return Outcome(None, states.SUCCESS)
+        meta = ResultMeta(
+            task_id=envelope.id,
+            status=states.SUCCESS,
+            result=value,
+            date_done=time.time(),
+            name=envelope.task,
+            retries=envelope.retries,
+            parent_id=envelope.parent_id,
+        )
+        return Outcome(ResultWrite(envelope.id, encode_meta(meta), True), states.SUCCESS)
+
+    # outcomes -------------------------------------------------------------------------
+    def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
+        tb = traceback_module.format_exc()
+        self.hooks.emit("task_failed", request=request, exc=exc, traceback=tb, runtime=runtime)
+        if not store:
+            return Outcome(None, states.FAILURE)
+        return Outcome(self._error_write(request, states.FAILURE, exc, tb), states.FAILURE)
+
+    def _revoked(self, request: Context, reason: str, store: bool) -> Outcome:
+        from ..exceptions import TaskError
+
+        logger.info("Task %s[%s] %s: not run", request.task, request.id, reason)
+        if not store:
+            return Outcome(None, states.REVOKED)
+        exc = TaskError(f"task {request.id} {reason} before it started")
+        return Outcome(self._error_write(request, states.REVOKED, exc, None), states.REVOKED)
+
+    def _reject(self, delivery: Delivery, request: Context | None, reason: str) -> Outcome:
+        self.broker.dead_letter(delivery.body, delivery.queue, reason)
+        self.hooks.emit("task_rejected", request=request, reason=reason)
+        if request is None or request.id is None:
+            return Outcome(None, states.REJECTED)
+        exc = MessageError(reason)
+        return Outcome(self._error_write(request, states.REJECTED, exc, None), states.REJECTED)
+
+    def _error_write(
+        self, request: Context, status: str, exc: BaseException, tb: str | None
+    ) -> ResultWrite:
+        assert request.id is not None
+        meta = ResultMeta(
+            task_id=request.id,
+            status=status,
+            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            exc_args=[_plain(a) for a in exc.args],
+            traceback=tb,
+            date_done=time.time(),
+            name=request.task,
+            retries=request.retries,
+            parent_id=request.parent_id,
+        )
+        return ResultWrite(request.id, encode_meta(meta), True)
+
+    def _store_interim(self, request: Context, status: str) -> None:
+        assert request.id is not None
+        meta = ResultMeta(task_id=request.id, status=status, name=request.task, worker=self.hostname)
+        self.store_interim(ResultWrite(request.id, encode_meta(meta), False))
+
+
+def _flag(task_value: bool | None, default: bool) -> bool:
+    return default if task_value is None else bool(task_value)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)

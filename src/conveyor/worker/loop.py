@@ -1,0 +1,202 @@
+"""The consume loop: fetch a batch, run it task by task, ack each as it ends.
+
+One loop runs in each prefork child, in each thread of the threads pool, and in the
+solo pool's main thread. Acks (with results, when the backend lives in the broker) are
+sent the moment a task ends without waiting for Redis to answer, so a worker killed
+later never runs a finished task again and no task waits on a round trip.
+
+Prefetch is bounded (``prefetch_multiplier`` messages per loop), and the keeper gives
+the unstarted ones back when the running task turns out slow, so one long task never
+holds quick ones hostage behind it (promise 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..brokers.base import BrokerConsumer, Delivery, ResultWrite
+from .executor import Executor, Outcome
+from .hooks import WorkerHooks
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+__all__ = ["ConsumeLoop"]
+
+logger = logging.getLogger("conveyor.worker")
+
+# Errors that mean "the broker is unreachable for now": wait and try again.
+try:
+    import redis as _redis
+
+    TRANSIENT: tuple[type[BaseException], ...] = (
+        _redis.ConnectionError,
+        _redis.TimeoutError,
+        ConnectionError,
+        OSError,
+    )
+except ImportError:  # pragma: no cover - redis is a dependency
+    TRANSIENT = (ConnectionError, OSError)
+
+
+class ConsumeLoop:
+    def __init__(
+        self,
+        app: Conveyor,
+        queues: list[str],
+        consumer_id: str,
+        hostname: str,
+        hooks: WorkerHooks,
+        stop: threading.Event,
+        *,
+        prefetch: int = 4,
+        max_tasks: int | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.queues = queues
+        self.consumer_id = consumer_id
+        self.hostname = hostname
+        self.hooks = hooks
+        self.stop = stop
+        self.prefetch = max(1, prefetch)
+        self.max_tasks = max_tasks
+        self.buffer: deque[Delivery] = deque()
+        self.current: Delivery | None = None
+        self.current_started = 0.0
+        self.tasks_run = 0
+        self.lease_seconds = float(app.conf.worker_lease_seconds)
+        self.on_ready = on_ready
+        self._consumer: BrokerConsumer | None = None
+
+    # run ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until ``stop`` is set or ``max_tasks`` ran; then give back what never
+        started."""
+        backoff = 0.1
+        try:
+            while not self._done():
+                try:
+                    self._cycle()
+                    backoff = 0.1
+                except TRANSIENT as exc:
+                    logger.warning(
+                        "broker connection lost (%s); retrying in %.1fs", exc, backoff
+                    )
+                    self._drop_consumer()
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            self._shutdown()
+
+    def _done(self) -> bool:
+        if self.stop.is_set():
+            return True
+        return self.max_tasks is not None and self.tasks_run >= self.max_tasks
+
+    def _open(self) -> BrokerConsumer:
+        if self._consumer is None:
+            app = self.app
+            consumer = app.broker.consumer(
+                self.queues, self.consumer_id, self.lease_seconds, results=app.backend
+            )
+            self._consumer = consumer
+            known = {d.tag for d in self.buffer}
+            if self.current is not None:
+                known.add(self.current.tag)
+            recovered = consumer.recover(known)
+            if recovered:
+                logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
+            self._executor = Executor(app, app.broker, self.hooks, self.hostname, self._store_interim)
+            self._carries = consumer.carries_results
+            if self.on_ready is not None:
+                self.on_ready()
+                self.on_ready = None
+        return self._consumer
+
+    def _drop_consumer(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception:  # pragma: no cover - the connection is already broken
+                pass
+            self._consumer = None
+
+    def _cycle(self) -> None:
+        consumer = self._open()
+        if not self.buffer:
+            self.buffer.extend(consumer.fetch(self.prefetch, timeout=1.0))
+            return
+        try:
+            delivery = self.buffer.popleft()
+        except IndexError:  # the keeper gave the rest back
+            return
+        self.current = delivery
+        self.current_started = time.monotonic()
+        try:
+            self._run_one(consumer, delivery)
+        finally:
+            self.current = None
+            self.tasks_run += 1
+
+    def _run_one(self, consumer: BrokerConsumer, delivery: Delivery) -> None:
+        executor = self._executor
+        prepared = executor.prepare(delivery)
+        if isinstance(prepared, Outcome):
+            self._finish(consumer, delivery, prepared)
+            return
+        envelope, request = prepared
+        task = self.app.tasks[envelope.task]
+        acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
+        if not acks_late:
+            # At most once: the message is gone before the task starts.
+            consumer.ack(delivery)
+            outcome = executor.execute(delivery, envelope, request)
+            if outcome.result is not None:
+                self._store(outcome.result)
+            return
+        outcome = executor.execute(delivery, envelope, request)
+        self._finish(consumer, delivery, outcome)
+
+    def _finish(self, consumer: BrokerConsumer, delivery: Delivery, outcome: Outcome) -> None:
+        if outcome.result is not None and not self._carries:
+            self.app.backend.store(outcome.result.task_id, outcome.result.payload, True)
+            consumer.ack(delivery)
+        else:
+            consumer.ack(delivery, outcome.result)
+
+    def _store(self, write: ResultWrite) -> None:
+        consumer = self._consumer
+        if consumer is None or not consumer.store(write):
+            self.app.backend.store(write.task_id, write.payload, write.final)
+
+    def _store_interim(self, write: ResultWrite) -> None:
+        self._store(write)
+
+    # shutdown -----------------------------------------------------------------------
+    def give_back(self) -> list[Delivery]:
+        """Take the unstarted deliveries out of the buffer (any thread may call this)."""
+        taken: list[Delivery] = []
+        while True:
+            try:
+                taken.append(self.buffer.popleft())
+            except IndexError:
+                return taken
+
+    def _shutdown(self) -> None:
+        unstarted = self.give_back()
+        consumer = self._consumer
+        try:
+            if consumer is not None:
+                if unstarted:
+                    consumer.release(unstarted)
+                consumer.flush()
+        except TRANSIENT as exc:
+            logger.warning("could not give back %d messages on shutdown: %s", len(unstarted), exc)
+        finally:
+            self._drop_consumer()

@@ -1,0 +1,157 @@
+"""The worker: reads its options, prints its banner, runs a pool, shuts down cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from .hooks import WorkerHooks
+from .identity import expand_hostname
+from .logs import LoggingListener
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+__all__ = ["POOLS", "Worker"]
+
+logger = logging.getLogger("conveyor.worker")
+
+POOLS = ("prefork", "threads", "solo")
+
+
+class Worker:
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        hostname: str | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        prefetch_multiplier: int | None = None,
+        app_label: str | None = None,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.app_label = app_label or app.main
+        self.pool = pool or conf.worker_pool
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}: expected one of {', '.join(POOLS)}")
+        self.queues = list(queues or [conf.task_default_queue])
+        self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        self.hostname = expand_hostname(hostname)
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
+        # Threads share the process, so each thread-loop gets its own slice of prefetch.
+        self.prefetch = max(1, int(multiplier))
+        self.shutdown_timeout = float(conf.worker_shutdown_timeout)
+        self.heartbeat_ttl = float(conf.worker_heartbeat_seconds) * 3
+        self.hooks = WorkerHooks()
+        self.stop = threading.Event()
+        self.on_cold: Callable[[], None] | None = None
+        self.started_at = time.time()
+        self._signals = 0
+        if logging.getLogger("conveyor.worker").isEnabledFor(logging.INFO):
+            self.hooks.subscribe(LoggingListener())
+
+    # running --------------------------------------------------------------------------
+    def start(self) -> int:
+        """Run until shut down; returns the process exit code."""
+        self.app.import_default_modules()
+        self._print_banner()
+        if self.pool == "prefork":
+            from .supervisor import Supervisor
+
+            return Supervisor(self, self.concurrency).run()
+        from .pools import run_in_process
+
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        threads = 0 if self.pool == "solo" else self.concurrency
+        return run_in_process(self, threads)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.warning(
+                "%s received: warm shutdown (send it again to stop now)",
+                signal.Signals(signum).name,
+            )
+            self.stop.set()
+            if self.shutdown_timeout > 0:
+                timer = threading.Timer(self.shutdown_timeout, os.kill, (os.getpid(), signal.SIGTERM))
+                timer.daemon = True
+                timer.start()
+        elif self.on_cold is not None:
+            logger.warning("cold shutdown: requeueing running tasks")
+            self.on_cold()
+
+    # reporting --------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "pool": self.pool,
+            "concurrency": self.concurrency if self.pool != "solo" else 1,
+            "queues": self.queues,
+            "started_at": self.started_at,
+            "version": __version__,
+            "heartbeat": time.time(),
+        }
+
+    def announce_ready(self) -> None:
+        self.heartbeat()
+        logger.info("%s ready.", self.hostname)
+        self.hooks.emit("worker_online", hostname=self.hostname, info=self.info())
+
+    def heartbeat(self) -> None:
+        info = self.info()
+        self.app.broker.announce_worker(self.hostname, info, self.heartbeat_ttl)
+        self.hooks.emit("worker_heartbeat", hostname=self.hostname, info=info)
+
+    def retire(self) -> None:
+        try:
+            self.app.broker.retire_worker(self.hostname)
+        except Exception as exc:  # broker gone: the heartbeat simply expires
+            logger.debug("could not retire worker: %s", exc)
+        self.hooks.emit("worker_offline", hostname=self.hostname, info=self.info())
+        logger.info("%s stopped.", self.hostname)
+
+    def _print_banner(self) -> None:
+        app = self.app
+        concurrency = 1 if self.pool == "solo" else self.concurrency
+        lines = [
+            f" -------------- {self.hostname} v{__version__}",
+            f"--- conveyor -- {platform.platform(terse=True)} python {platform.python_version()}",
+            f"- [config]  app:         {self.app_label}",
+            f"- [config]  broker:      {_safe_url(app.broker_url)}",
+            f"- [config]  results:     {_safe_url(app.backend_url)}",
+            f"- [config]  concurrency: {concurrency} ({self.pool})",
+            f"- [queues]  {', '.join(self.queues)}",
+            "- [tasks]",
+            *(f"  . {name}" for name in sorted(app.tasks)),
+            "",
+        ]
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for banners and logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"

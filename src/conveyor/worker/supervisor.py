@@ -1,0 +1,291 @@
+"""The prefork supervisor: the parent starts children and watches them; it runs no task.
+
+Each child consumes from the broker itself, with its own connection (no IPC hop on the
+hot path). The parent:
+
+- starts ``concurrency`` children and starts a new one when one exits or dies; a dead
+  child's deliveries go back to the queue at once (no waiting for its lease);
+- renews its children's leases, so a child busy in C code holding the GIL for minutes
+  still keeps its task (only the death of the process ends a lease);
+- recycles children after ``max_tasks_per_child`` tasks or above ``max_memory_per_child``;
+- turns SIGTERM/SIGINT into a warm shutdown (children finish their task within
+  ``worker_shutdown_timeout`` and give the unstarted ones back); a second signal is cold:
+  children are killed and their deliveries requeued.
+
+The parent is single-threaded on purpose: forking a process that has threads can
+deadlock the child.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .identity import consumer_id
+from .keeper import LeaseKeeper
+from .loop import TRANSIENT, ConsumeLoop
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("conveyor.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(slots=True)
+class Child:
+    index: int
+    pid: int
+    consumer_id: str
+    started: float
+    stopping: bool = False
+
+
+class Supervisor:
+    def __init__(self, worker: Worker, concurrency: int) -> None:
+        self.worker = worker
+        self.app = worker.app
+        self.concurrency = max(1, concurrency)
+        self.children: dict[int, Child] = {}
+        self.ready_r, self.ready_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        self._signals = 0
+        self._ready_count = 0
+        self._announced = False
+        conf = self.app.conf
+        self.lease = float(conf.worker_lease_seconds)
+        self.tick_every = min(self.lease / 3, float(conf.worker_heartbeat_seconds), 1.0)
+        self.max_memory_kib = worker.max_memory_per_child
+
+    # lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        for fd in (self.wake_r, self.wake_w, self.ready_r):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
+        self.app.broker  # connect in the parent before forking: children make their own
+        for index in range(1, self.concurrency + 1):
+            self._spawn(index)
+        last_tick = 0.0
+        while self._signals == 0:
+            self._wait(0.25)
+            self._read_ready()
+            self._reap(respawn=True)
+            now = time.monotonic()
+            if now - last_tick >= self.tick_every:
+                last_tick = now
+                self._tick()
+        return self._shutdown()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.warning(
+                "%s received: warm shutdown (running tasks may take up to %ss; "
+                "send it again to stop now)",
+                signal.Signals(signum).name,
+                self.worker.shutdown_timeout,
+            )
+        else:
+            logger.warning("cold shutdown: stopping children now; their tasks are requeued")
+
+    def _wait(self, timeout: float) -> None:
+        try:
+            readable, _, _ = select.select([self.wake_r, self.ready_r], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
+            return
+        if self.wake_r in readable:
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # children -------------------------------------------------------------------------
+    def _spawn(self, index: int) -> None:
+        cid = consumer_id(self.worker.hostname, f"child-{index}")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; covered by integration tests
+            code = 1
+            try:
+                code = self._child_main(index, cid)
+            except BaseException:
+                logger.exception("worker child %d crashed", index)
+            finally:
+                os._exit(code)
+        self.children[pid] = Child(index, pid, cid, time.monotonic())
+
+    def _child_main(self, index: int, cid: str) -> int:  # pragma: no cover - in the child
+        _die_with_parent()
+        signal.set_wakeup_fd(-1)
+        for fd in (self.wake_r, self.wake_w, self.ready_r):
+            os.close(fd)
+        import multiprocessing
+
+        multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
+        stop = threading.Event()
+
+        def on_term(signum: int, frame: object) -> None:
+            # Always warm: systemd and pkill signal every process of the worker, so a
+            # child may see the same shutdown twice. A cold stop is the parent's SIGKILL.
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ready_w = self.ready_w
+
+        def on_ready() -> None:
+            os.write(ready_w, b"r")
+
+        loop = ConsumeLoop(
+            self.app,
+            self.worker.queues,
+            cid,
+            self.worker.hostname,
+            self.worker.hooks,
+            stop,
+            prefetch=self.worker.prefetch,
+            max_tasks=self.worker.max_tasks_per_child,
+            on_ready=on_ready,
+        )
+        keeper = LeaseKeeper(self.app, [loop], stop, reclaim=False)
+        keeper.start()
+        loop.run()
+        stop.set()
+        return 0
+
+    def _read_ready(self) -> None:
+        try:
+            self._ready_count += len(os.read(self.ready_r, 512))
+        except BlockingIOError:
+            return
+        if not self._announced and self._ready_count >= self.concurrency:
+            self._announced = True
+            self.worker.announce_ready()
+
+    def _reap(self, respawn: bool) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._after_exit(child, status)
+            if respawn and self._signals == 0:
+                self._spawn(child.index)
+
+    def _after_exit(self, child: Child, status: int) -> None:
+        if os.WIFSIGNALED(status):
+            how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            how = f"exited with code {os.waitstatus_to_exitcode(status)}"
+        try:
+            moved = self.app.broker.reclaim(child.consumer_id)
+        except TRANSIENT as exc:
+            moved = 0
+            logger.warning("could not requeue child %d's tasks now (%s); its lease will", child.index, exc)
+        if os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0:
+            logger.error(
+                "worker child %d (pid %d) %s; %d of its tasks went back to the queue",
+                child.index,
+                child.pid,
+                how,
+                moved,
+            )
+        else:
+            logger.info("worker child %d (pid %d) %s", child.index, child.pid, how)
+
+    # periodic work --------------------------------------------------------------------
+    def _tick(self) -> None:
+        broker = self.app.broker
+        try:
+            broker.renew([c.consumer_id for c in self.children.values()], self.lease)
+            moved = broker.reclaim()
+            if moved:
+                logger.warning("requeued %d tasks from workers that stopped renewing", moved)
+            self.worker.heartbeat()
+        except TRANSIENT as exc:
+            logger.debug("supervisor: broker unreachable (%s)", exc)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        if not self.max_memory_kib:
+            return
+        for child in self.children.values():
+            if child.stopping:
+                continue
+            rss = _rss_kib(child.pid)
+            if rss is not None and rss > self.max_memory_kib:
+                logger.warning(
+                    "worker child %d uses %d KiB > max_memory_per_child %d KiB: replacing it "
+                    "after its current task",
+                    child.index,
+                    rss,
+                    self.max_memory_kib,
+                )
+                child.stopping = True
+                _signal(child.pid, signal.SIGTERM)
+
+    # shutdown -------------------------------------------------------------------------
+    def _shutdown(self) -> int:
+        for child in self.children.values():
+            _signal(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.worker.shutdown_timeout
+        while self.children and self._signals < 2 and time.monotonic() < deadline:
+            self._wait(0.1)
+            self._reap(respawn=False)
+        if self.children:
+            for child in self.children.values():
+                _signal(child.pid, signal.SIGKILL)
+            while self.children:
+                self._wait(0.05)
+                self._reap(respawn=False)
+        self.worker.retire()
+        return 0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - Linux only, in the child
+    """Ask Linux to SIGKILL this child if the supervisor dies, so no orphan keeps
+    running tasks whose leases nobody renews."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
