@@ -1,13 +1,13 @@
 """conveyor: a distributed task queue with Celery's API, built on leased deliveries.
 
-    from conveyor import Celery          # or Conveyor: the same class
-    app = Celery("proj", broker="redis://localhost:6379/0")
+from conveyor import Celery          # or Conveyor: the same class
+app = Celery("proj", broker="redis://localhost:6379/0")
 
-    @app.task
-    def add(x: int, y: int) -> int:
-        return x + y
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
 
-    add.delay(2, 3).get(timeout=10)      # 5
+add.delay(2, 3).get(timeout=10)      # 5
 """
 
 from __future__ import annotations

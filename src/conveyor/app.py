@@ -180,17 +180,35 @@ class Conveyor:
 
     @overload
     def task(
-        self, *, bind: Literal[True], name: str | None = ..., **options: Any
+        self, fun: None = None, /, *, bind: Literal[True], name: str | None = ..., **options: Any
     ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
 
     @overload
     def task(
-        self, *, bind: Literal[False] = ..., name: str | None = ..., **options: Any
+        self,
+        fun: None = None,
+        /,
+        *,
+        bind: Literal[False] = ...,
+        name: str | None = ...,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(
+        self,
+        fun: Callable[..., Any] | None = None,
+        /,
+        *,
+        bind: bool = False,
+        name: str | None = None,
+        **options: Any,
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., bind=True,
         ignore_result=..., queue=..., priority=..., acks_late=..., serializer=...)``."""
+        if bind:
+            options["bind"] = True
+        if name:
+            options["name"] = name
         if fun is not None and callable(fun) and not options:
             return self._register(fun, {})
 
@@ -235,19 +253,20 @@ class Conveyor:
             task = Task(_not_here(name), self, name)
         return task.apply_async(args, kwargs, **options)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         return AsyncResult(task_id, self)
 
     def route(self, name: str) -> str:
         """The queue a task goes to: ``task_routes`` (exact name, then glob), else the
         default queue."""
-        routes = self.conf.task_routes
+        values = self.conf.raw
+        routes = values["task_routes"]
         if routes:
             for table in routes if isinstance(routes, (list, tuple)) else (routes,):
                 queue = _match_route(table, name)
                 if queue:
                     return queue
-        default: str = self.conf.task_default_queue
+        default: str = values["task_default_queue"]
         return default
 
     # modules -----------------------------------------------------------------------
@@ -313,5 +332,3 @@ def shared_task(*args: Any, **options: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not options:
         return decorate(args[0])
     return decorate
-
-

@@ -171,6 +171,12 @@ class Settings(MutableMapping[str, Any]):
         else:
             self[name] = value
 
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The settings as a plain dict (read-only by convention): hot paths read it
+        directly instead of paying for attribute lookups."""
+        return self._values
+
     def is_set(self, name: str) -> bool:
         """True when the user set ``name`` (not just the default)."""
         return _canonical(name) in self._changed

@@ -75,7 +75,7 @@ class BrokerError(ConveyorError):
     """The broker refused or failed an operation."""
 
 
-class TimeoutError(ConveyorError, builtins.TimeoutError):  # noqa: A001 - Celery's name
+class TimeoutError(ConveyorError, builtins.TimeoutError):
     """The result was not ready within the timeout."""
 
 

@@ -8,6 +8,7 @@ with a typed decoder, so a message that is not an envelope is refused with a rea
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -47,6 +48,7 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _json_decoder = msgspec.json.Decoder(Envelope)
+_JSON_DUMPS = get_serializer("json").dumps
 _msgpack_decoder = msgspec.msgpack.Decoder(Envelope)
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
@@ -56,13 +58,24 @@ def encode_envelope(envelope: Envelope, serializer: str = "json") -> bytes:
     """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go."""
     try:
         if serializer == "json":
-            return _json_encoder.encode(envelope)
+            body = _json_encoder.encode(envelope)
+            # JSON has no inf/nan and msgspec writes them as null: refuse rather than
+            # change a value. Only bodies holding a null need the (slower) look.
+            if b"null" in body and has_non_finite([envelope.args, envelope.kwargs]):
+                raise TypeError("inf and nan cannot travel as JSON")
+            return body
         if serializer == "msgpack":
             return frame("msgpack", _msgpack_encoder.encode(envelope))
         if serializer == "pickle":
             payload = pickle.dumps(msgspec.structs.asdict(envelope), pickle.HIGHEST_PROTOCOL)
             return frame("pickle", payload)
-    except (TypeError, msgspec.EncodeError, pickle.PicklingError, AttributeError) as exc:
+    except (
+        TypeError,
+        OverflowError,
+        msgspec.EncodeError,
+        pickle.PicklingError,
+        AttributeError,
+    ) as exc:
         raise TypeError(_explain(envelope, serializer, exc)) from None
     get_serializer(serializer)  # raises with the list of known names
     raise AssertionError("unreachable")
@@ -117,4 +130,15 @@ def _encodes(encode: Any, value: Any) -> bool:
         encode(value)
     except Exception:
         return False
-    return True
+    return not (encode is _JSON_DUMPS and has_non_finite(value))
+
+
+def has_non_finite(value: Any) -> bool:
+    """True when ``value`` holds an inf or nan float (at any depth of lists and dicts)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    return False

@@ -12,7 +12,7 @@ import traceback as traceback_module
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import states
@@ -162,7 +162,8 @@ class Task(Generic[P, R]):
         """Send the task with options. ``countdown`` and ``eta`` hold it in the broker
         until due; ``expires`` (seconds or a datetime) revokes it if it starts later."""
         app = self.app
-        if app.conf.task_always_eager:
+        conf = app.conf.raw
+        if conf["task_always_eager"]:
             return self.apply(args, kwargs, task_id=task_id, headers=headers)
         envelope = self._envelope(
             args,
@@ -175,7 +176,7 @@ class Task(Generic[P, R]):
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
         )
-        body = encode_envelope(envelope, serializer or self.serializer or app.conf.task_serializer)
+        body = encode_envelope(envelope, serializer or self.serializer or conf["task_serializer"])
         app.broker.publish(
             queue or self.queue or app.route(self.name),
             (body,),
@@ -226,7 +227,9 @@ class Task(Generic[P, R]):
         parent = current_request()
         task_id = task_id or str(uuid.uuid4())
         if priority is None:
-            priority = self.priority if self.priority is not None else self.app.conf.task_default_priority
+            priority = self.priority
+            if priority is None:
+                priority = self.app.conf.raw["task_default_priority"]
         expires_at = _epoch(expires, relative_to=now)
         return Envelope(
             id=task_id,
@@ -296,7 +299,7 @@ class Task(Generic[P, R]):
             pop_request()
         return EagerResult(task_id, meta, self.app)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, self.app, self.name)
 
     def __repr__(self) -> str:
@@ -317,7 +320,7 @@ def _epoch(value: datetime | float | None, relative_to: float | None = None) -> 
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     if relative_to is not None:
         return relative_to + float(value)

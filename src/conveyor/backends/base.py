@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from ..message import has_non_finite
+
 __all__ = ["ResultBackend", "ResultMeta", "decode_meta", "encode_meta"]
 
 
@@ -39,8 +41,11 @@ _decoder = msgspec.json.Decoder(ResultMeta)
 
 def encode_meta(meta: ResultMeta) -> bytes:
     try:
-        return _encoder.encode(meta)
-    except (TypeError, msgspec.EncodeError) as exc:
+        body = _encoder.encode(meta)
+        if b"null" in body and has_non_finite(meta.result):
+            raise TypeError("inf and nan cannot be stored as JSON")
+        return body
+    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
         # The task returned something the result serializer cannot hold: record that
         # instead of losing the outcome altogether.
         fallback = ResultMeta(
@@ -81,5 +86,3 @@ class ResultBackend(ABC):
 
     def describe(self) -> str:
         return getattr(self, "url", type(self).__name__)
-
-

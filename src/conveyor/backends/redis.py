@@ -68,11 +68,10 @@ class RedisBackend(ResultBackend):
             # Wait in slices shorter than the client's socket timeout, so a long get()
             # neither trips it nor hangs forever on a Redis that went away.
             slice_ = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-            value: bytes | None = self.client.blmove(
-                key, key, max(slice_, 0.001), "RIGHT", "LEFT"
-            )
+            seconds: Any = max(slice_, 0.001)  # redis-py's stub says int; Redis takes a float
+            value: Any = self.client.blmove(key, key, seconds, "RIGHT", "LEFT")
             if value is not None or (deadline is not None and time.monotonic() >= deadline):
-                return value
+                return bytes(value) if value is not None else None
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.keys.result(task_id), self.keys.state(task_id))

@@ -10,6 +10,7 @@ on its way to Redis the moment a task ends, at the cost of one ``send()``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import deque
@@ -17,8 +18,9 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
+import hiredis
 import redis
-from redis.connection import AbstractConnection, ConnectionPool
+from redis.connection import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["RedisLink", "Script", "load_script", "pool_from_url"]
@@ -29,6 +31,11 @@ Command = tuple[Any, ...]
 
 # Errors after which the connection is dropped and made again.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def _pack(commands: Sequence[Command]) -> bytes:
+    # hiredis packs in C; redis-py's own packer costs ~14 µs a command in Python.
+    return b"".join([hiredis.pack_command(command) for command in commands])
 
 
 class Script:
@@ -67,13 +74,14 @@ class RedisLink:
     def __init__(self, pool: ConnectionPool, scripts: Iterable[Script] = ()) -> None:
         self._pool = pool
         self._scripts = list(scripts)
-        self._conn: AbstractConnection | None = None
+        # redis-py's connection class is only partly typed, hence Any.
+        self._conn: Any = None
         self._unconfirmed: deque[Command] = deque()
 
     # connection ---------------------------------------------------------------------
-    def _connection(self) -> AbstractConnection:
+    def _connection(self) -> Any:
         if self._conn is None:
-            conn = self._pool.make_connection()
+            conn: Any = self._pool.make_connection()
             conn.connect()
             if self._scripts:
                 conn.send_packed_command(
@@ -90,17 +98,13 @@ class RedisLink:
     def reset(self) -> None:
         """Drop the connection after an error; the next call makes a new one."""
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort on a broken socket
                 self._conn.disconnect()
-            except Exception:  # pragma: no cover - best effort on a broken socket
-                pass
             self._conn = None
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(*CONNECTION_ERRORS):
             self.drain()
-        except CONNECTION_ERRORS:
-            pass
         self.reset()
 
     # commands -----------------------------------------------------------------------
@@ -108,7 +112,7 @@ class RedisLink:
         """Send without waiting for replies (they are read by the next call or drain)."""
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command([_pack(commands)], check_health=False)
         except CONNECTION_ERRORS:
             self._unconfirmed.extend(commands)
             self.reset()
@@ -136,7 +140,7 @@ class RedisLink:
         self.drain()
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_command(*command), check_health=False)
+            conn.send_packed_command([hiredis.pack_command(command)], check_health=False)
             return conn.read_response()
         except NoScriptError:
             raise

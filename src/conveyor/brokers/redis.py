@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ._redis import RedisLink, load_script, pool_from_url
-from .base import PRIORITY_LEVELS, Broker, BrokerConsumer, DeadLetter, Delivery, QueueStats, ResultWrite
+from .base import (
+    PRIORITY_LEVELS,
+    Broker,
+    BrokerConsumer,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    ResultWrite,
+)
 from .keys import RedisKeys
 
 if TYPE_CHECKING:
@@ -52,6 +60,10 @@ _REDIS_TICK = 0.1
 _CHUNK = 1000
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _level(priority: int | None) -> str:
     if priority is None:
         return "0"
@@ -61,13 +73,16 @@ def _level(priority: int | None) -> str:
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str, *, key_prefix: str = "conveyor", backend_url: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, key_prefix: str = "conveyor", backend_url: str | None = None
+    ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
         self.pool = pool_from_url(url)
         self.client = redis.Redis(connection_pool=self.pool)
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
+        self._announced: set[str] = set()
 
     # producing ----------------------------------------------------------------------
     def _link(self) -> RedisLink:
@@ -93,11 +108,14 @@ class RedisBroker(Broker):
         countdown_ms = -1 if countdown is None else max(0, int(countdown * 1000))
         eta_ms = -1 if eta is None else int(eta * 1000)
         base = self.keys.queue(queue)
-        head = (queue, level, countdown_ms, eta_ms)
+        # The known-queues set needs one SADD per queue and process, not per message.
+        announce = "" if queue in self._announced else queue
+        head = (announce, level, countdown_ms, eta_ms)
         for start in range(0, len(bodies), _CHUNK):
             chunk = bodies[start : start + _CHUNK]
             command = ENQUEUE.command((base, self.keys.queues), (*head, *chunk))
             self._call(command)
+        self._announced.add(queue)
 
     def _call(self, command: tuple[Any, ...]) -> Any:
         link = self._link()
@@ -116,12 +134,16 @@ class RedisBroker(Broker):
     ) -> BrokerConsumer:
         from ..backends.redis import RedisBackend
 
-        colocated = results if isinstance(results, RedisBackend) and self.colocated_with(results) else None
+        colocated = (
+            results if isinstance(results, RedisBackend) and self.colocated_with(results) else None
+        )
         return RedisConsumer(self, queues, consumer_id, lease_seconds, colocated)
 
     def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
         if consumer_ids:
-            self._scripts["renew"](keys=[self.keys.consumers], args=[int(lease_seconds * 1000), *consumer_ids])
+            self._scripts["renew"](
+                keys=[self.keys.consumers], args=[int(lease_seconds * 1000), *consumer_ids]
+            )
 
     def reclaim(self, consumer_id: str | None = None) -> int:
         moved = self._scripts["reclaim"](
@@ -165,7 +187,7 @@ class RedisBroker(Broker):
 
     # inspection ---------------------------------------------------------------------
     def queues(self) -> list[QueueStats]:
-        names = sorted(n.decode() for n in self.client.smembers(self.keys.queues))
+        names = sorted(_text(n) for n in self.client.smembers(self.keys.queues))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             for level in range(PRIORITY_LEVELS):
@@ -186,7 +208,9 @@ class RedisBroker(Broker):
             for level in range(PRIORITY_LEVELS):
                 pipe.llen(self.keys.level(name, level))
             pipe.zcard(self.keys.eta(name))
-            pipe.delete(*(self.keys.level(name, lv) for lv in range(PRIORITY_LEVELS)), self.keys.eta(name))
+            pipe.delete(
+                *(self.keys.level(name, lv) for lv in range(PRIORITY_LEVELS)), self.keys.eta(name)
+            )
         replies = pipe.execute()
         step = PRIORITY_LEVELS + 2
         return sum(sum(replies[i * step : i * step + step - 1]) for i in range(len(queues)))
@@ -202,7 +226,7 @@ class RedisBroker(Broker):
         self.client.delete(self.keys.worker(name))
 
     def workers(self) -> list[dict[str, Any]]:
-        names = [n.decode() for n in self.client.zrange(self.keys.workers, 0, -1)]
+        names = [_text(n) for n in self.client.zrange(self.keys.workers, 0, -1)]
         if not names:
             return []
         infos = self.client.mget([self.keys.worker(n) for n in names])
@@ -215,7 +239,7 @@ class RedisBroker(Broker):
         return alive
 
     def inflight_count(self) -> int:
-        ids = [c.decode() for c in self.client.zrange(self.keys.consumers, 0, -1)]
+        ids = [_text(c) for c in self.client.zrange(self.keys.consumers, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for consumer_id in ids:
             pipe.hlen(self.keys.inflight(consumer_id))
@@ -224,8 +248,10 @@ class RedisBroker(Broker):
     def colocated_with(self, backend: object) -> bool:
         from ..backends.redis import RedisBackend
 
-        return isinstance(backend, RedisBackend) and backend.url == self.url and (
-            backend.keys.prefix == self.keys.prefix
+        return (
+            isinstance(backend, RedisBackend)
+            and backend.url == self.url
+            and (backend.keys.prefix == self.keys.prefix)
         )
 
     def close(self) -> None:
@@ -322,7 +348,7 @@ class RedisConsumer(BrokerConsumer):
             )
 
     def recover(self, known_tags: set[str]) -> int:
-        tags = [t.decode() for t in self.broker.client.hkeys(self._inflight)]
+        tags = [_text(t) for t in self.broker.client.hkeys(self._inflight)]
         lost = [t for t in tags if t not in known_tags]
         if lost:
             self.broker.release(

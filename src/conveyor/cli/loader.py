@@ -62,7 +62,9 @@ def _resolve(module: Any, attribute: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppNotFound(f"module {module.__name__!r} has no attribute {attribute!r}") from None
+            raise AppNotFound(
+                f"module {module.__name__!r} has no attribute {attribute!r}"
+            ) from None
     return obj
 
 

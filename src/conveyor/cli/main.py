@@ -27,10 +27,7 @@ class AppContext:
     @property
     def app(self) -> Conveyor:
         if self._app is None:
-            if self.spec:
-                app = find_app(self.spec)
-            else:
-                app = Conveyor("default")
+            app = find_app(self.spec) if self.spec else Conveyor("default")
             if self.broker:
                 app.conf.broker_url = self.broker
             if self.backend:
@@ -40,13 +37,23 @@ class AppContext:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-A", "--app", "spec", metavar="MODULE[:ATTR]", envvar="CONVEYOR_APP",
-              help="The app: a module with an 'app' or 'celery' attribute, or module:attr.")
+@click.option(
+    "-A",
+    "--app",
+    "spec",
+    metavar="MODULE[:ATTR]",
+    envvar="CONVEYOR_APP",
+    help="The app: a module with an 'app' or 'celery' attribute, or module:attr.",
+)
 @click.option("-b", "--broker", metavar="URL", help="Broker URL (overrides broker_url).")
-@click.option("--result-backend", metavar="URL", help="Result backend URL (overrides result_backend).")
+@click.option(
+    "--result-backend", metavar="URL", help="Result backend URL (overrides result_backend)."
+)
 @click.version_option(__version__, "--version", prog_name="conveyor")
 @click.pass_context
-def cli(ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None) -> None:
+def cli(
+    ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None
+) -> None:
     """conveyor: a distributed task queue with Celery's API.
 
     \b

@@ -14,23 +14,60 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @click.command()
-@click.option("-l", "--loglevel", default="warning", show_default=True,
-              type=click.Choice(LEVELS, case_sensitive=False), help="Logging level.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
-              help="Child processes (prefork) or threads. [default: number of CPUs]")
-@click.option("-P", "--pool", type=click.Choice(POOLS), help="Pool implementation. [default: prefork]")
-@click.option("-Q", "--queues", metavar="Q1,Q2",
-              help="Comma-separated queues to consume, served round robin. [default: celery]")
-@click.option("-n", "--hostname", metavar="NAME@%h",
-              help="Worker name; %h is the host name, %n its first label, %d its domain.")
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
-              help="Replace a child process after it ran N tasks.")
-@click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
-              help="Replace a child process after its task when its RSS exceeds KIB kilobytes.")
-@click.option("--prefetch-multiplier", type=click.IntRange(min=1), metavar="N",
-              help="Messages each process (or thread) leases ahead. [default: 4]")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="On SIGTERM, how long running tasks may take before a cold stop. [default: 30]")
+@click.option(
+    "-l",
+    "--loglevel",
+    default="warning",
+    show_default=True,
+    type=click.Choice(LEVELS, case_sensitive=False),
+    help="Logging level.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Child processes (prefork) or threads. [default: number of CPUs]",
+)
+@click.option(
+    "-P", "--pool", type=click.Choice(POOLS), help="Pool implementation. [default: prefork]"
+)
+@click.option(
+    "-Q",
+    "--queues",
+    metavar="Q1,Q2",
+    help="Comma-separated queues to consume, served round robin. [default: celery]",
+)
+@click.option(
+    "-n",
+    "--hostname",
+    metavar="NAME@%h",
+    help="Worker name; %h is the host name, %n its first label, %d its domain.",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Replace a child process after it ran N tasks.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    metavar="KIB",
+    help="Replace a child process after its task when its RSS exceeds KIB kilobytes.",
+)
+@click.option(
+    "--prefetch-multiplier",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Messages each process (or thread) leases ahead. [default: 4]",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="On SIGTERM, how long running tasks may take before a cold stop. [default: 30]",
+)
 @click.pass_obj
 def worker(
     obj: AppContext,

@@ -181,7 +181,9 @@ class Executor:
 
     def _store_interim(self, request: Context, status: str) -> None:
         assert request.id is not None
-        meta = ResultMeta(task_id=request.id, status=status, name=request.task, worker=self.hostname)
+        meta = ResultMeta(
+            task_id=request.id, status=status, name=request.task, worker=self.hostname
+        )
         self.store_interim(ResultWrite(request.id, encode_meta(meta), False))
 
 

@@ -81,6 +81,4 @@ class LeaseKeeper(threading.Thread):
             unstarted = loop.give_back()
             if unstarted:
                 self.app.broker.release(loop.consumer_id, unstarted)
-                logger.debug(
-                    "gave back %d prefetched tasks behind a slow one", len(unstarted)
-                )
+                logger.debug("gave back %d prefetched tasks behind a slow one", len(unstarted))

@@ -11,9 +11,7 @@ from ..task import Context, current_request
 __all__ = ["LoggingListener", "TaskFilter", "setup_logging"]
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
-TASK_FORMAT = (
-    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
-)
+TASK_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
 
 
 class TaskFilter(logging.Filter):

@@ -12,6 +12,7 @@ holds quick ones hostage behind it (promise 8).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -85,9 +86,7 @@ class ConsumeLoop:
                     self._cycle()
                     backoff = 0.1
                 except TRANSIENT as exc:
-                    logger.warning(
-                        "broker connection lost (%s); retrying in %.1fs", exc, backoff
-                    )
+                    logger.warning("broker connection lost (%s); retrying in %.1fs", exc, backoff)
                     self._drop_consumer()
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -112,7 +111,9 @@ class ConsumeLoop:
             recovered = consumer.recover(known)
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
-            self._executor = Executor(app, app.broker, self.hooks, self.hostname, self._store_interim)
+            self._executor = Executor(
+                app, app.broker, self.hooks, self.hostname, self._store_interim
+            )
             self._carries = consumer.carries_results
             if self.on_ready is not None:
                 self.on_ready()
@@ -121,10 +122,8 @@ class ConsumeLoop:
 
     def _drop_consumer(self) -> None:
         if self._consumer is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is already broken
                 self._consumer.close()
-            except Exception:  # pragma: no cover - the connection is already broken
-                pass
             self._consumer = None
 
     def _cycle(self) -> None:

@@ -90,7 +90,9 @@ class Worker:
             )
             self.stop.set()
             if self.shutdown_timeout > 0:
-                timer = threading.Timer(self.shutdown_timeout, os.kill, (os.getpid(), signal.SIGTERM))
+                timer = threading.Timer(
+                    self.shutdown_timeout, os.kill, (os.getpid(), signal.SIGTERM)
+                )
                 timer.daemon = True
                 timer.start()
         elif self.on_cold is not None:

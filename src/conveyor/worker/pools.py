@@ -48,11 +48,16 @@ def run_in_process(worker: Worker, threads: int) -> int:
     keeper.start()
     worker.on_cold = lambda: _cold(worker, loops)
     if threads <= 0:
-        announcer = threading.Thread(target=_announce_when_ready, args=(worker, ready, 1), daemon=True)
+        announcer = threading.Thread(
+            target=_announce_when_ready, args=(worker, ready, 1), daemon=True
+        )
         announcer.start()
         loops[0].run()
     else:
-        runners = [threading.Thread(target=loop.run, name=f"conveyor-{i + 1}") for i, loop in enumerate(loops)]
+        runners = [
+            threading.Thread(target=loop.run, name=f"conveyor-{i + 1}")
+            for i, loop in enumerate(loops)
+        ]
         for runner in runners:
             runner.start()
         _announce_when_ready(worker, ready, count)
@@ -60,7 +65,9 @@ def run_in_process(worker: Worker, threads: int) -> int:
         for runner in runners:
             runner.join(worker.shutdown_timeout)
         if any(r.is_alive() for r in runners):
-            logger.warning("tasks still running after %ss: requeueing them", worker.shutdown_timeout)
+            logger.warning(
+                "tasks still running after %ss: requeueing them", worker.shutdown_timeout
+            )
             _cold(worker, loops)
     stop.set()
     keeper.join(2)

@@ -76,7 +76,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
-        self.app.broker  # connect in the parent before forking: children make their own
+        _ = self.app.broker  # connect in the parent before forking: children make their own
         for index in range(1, self.concurrency + 1):
             self._spawn(index)
         last_tick = 0.0
@@ -201,7 +201,9 @@ class Supervisor:
             moved = self.app.broker.reclaim(child.consumer_id)
         except TRANSIENT as exc:
             moved = 0
-            logger.warning("could not requeue child %d's tasks now (%s); its lease will", child.index, exc)
+            logger.warning(
+                "could not requeue child %d's tasks now (%s); its lease will", child.index, exc
+            )
         if os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0:
             logger.error(
                 "worker child %d (pid %d) %s; %d of its tasks went back to the queue",

@@ -1,13 +1,14 @@
 -- enqueue.lua: put messages on a queue now, or hold them until they are due.
 -- KEYS[1]  queue base key  <p>:queue:<name>   (levels are <base>:<0-9>, plus <base>:eta, <base>:wake)
 -- KEYS[2]  set of known queue names            <p>:queues
--- ARGV[1]  queue name    ARGV[2] priority level (one digit, 0 = served first)
+-- ARGV[1]  queue name to add to the known set, or '' when this producer already did
+-- ARGV[2]  priority level (one digit, 0 = served first)
 -- ARGV[3]  countdown in ms, or -1               ARGV[4] absolute due time in epoch ms, or -1
 -- ARGV[5..] message bodies
 -- Touches: the level list (LPUSH; consumers pop from the right, so order is FIFO),
 -- the eta zset (score = due ms, member = level digit .. body), the wake zset.
 -- Returns: 0 when queued now, else the due time in ms.
-redis.call('SADD', KEYS[2], ARGV[1])
+if ARGV[1] ~= '' then redis.call('SADD', KEYS[2], ARGV[1]) end
 local level = ARGV[2]
 local countdown = tonumber(ARGV[3])
 local eta = tonumber(ARGV[4])

@@ -1,0 +1,63 @@
+"""Shared fixtures: a private redis-server, and real worker processes.
+
+The suite never touches a Redis it did not start: each session starts its own
+redis-server on a free port in a temp dir and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import RedisServer, WorkerProcess, free_port
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the suite's own redis-server."""
+    redis_server.ensure_running()
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[object]:
+    """Start real worker processes: ``spawn_worker("tests.apps.basic", broker_url, "-c", "2")``.
+
+    Each runs in its own process group and is stopped (SIGTERM, then SIGKILL) at the end.
+    """
+    started: list[WorkerProcess] = []
+
+    def spawn(app: str, broker_url: str, *args: str, env: dict[str, str] | None = None,
+              wait: bool = True, loglevel: str = "info") -> WorkerProcess:
+        environment = dict(os.environ)
+        environment["CONVEYOR_BROKER_URL"] = broker_url
+        environment["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), environment.get("PYTHONPATH", "")])
+        environment.update(env or {})
+        command = [sys.executable, "-m", "conveyor", "-A", app, "worker", "-l", loglevel, *args]
+        worker = WorkerProcess(command, environment, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        worker.start()
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield spawn
+    for worker in started:
+        worker.stop()
