@@ -114,7 +114,9 @@ class CustomError(Exception):
 
 
 def test_exceptions_are_rebuilt_as_their_own_type() -> None:
-    meta = ResultMeta(task_id="1", status="FAILURE", exc_type=f"{__name__}.CustomError", exc_args=["boom"])
+    meta = ResultMeta(
+        task_id="1", status="FAILURE", exc_type=f"{__name__}.CustomError", exc_args=["boom"]
+    )
     exc = exception_from_meta(meta)
     assert isinstance(exc, CustomError) and exc.args == ("boom",)
     meta = ResultMeta(task_id="1", status="FAILURE", exc_type="nowhere.Missing", exc_args=["x"])

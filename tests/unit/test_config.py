@@ -35,7 +35,11 @@ def test_old_upper_case_names_are_read_by_config_from_object() -> None:
 
 
 def test_django_style_namespace() -> None:
-    settings = {"CELERY_BROKER_URL": "redis://x/0", "CELERY_TASK_TRACK_STARTED": True, "DEBUG": True}
+    settings = {
+        "CELERY_BROKER_URL": "redis://x/0",
+        "CELERY_TASK_TRACK_STARTED": True,
+        "DEBUG": True,
+    }
     app = Conveyor("t", set_as_current=False)
     app.config_from_object(settings, namespace="CELERY")
     assert app.conf.broker_url == "redis://x/0"
@@ -43,7 +47,9 @@ def test_django_style_namespace() -> None:
     assert "DEBUG" not in app.conf
 
 
-def test_config_from_object_by_dotted_name(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_from_object_by_dotted_name(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = Conveyor("t", set_as_current=False)
     app.config_from_object("tests.unit.celeryconfig_sample")
     assert app.conf.task_default_queue == "from-module"

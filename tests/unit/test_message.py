@@ -53,7 +53,9 @@ def test_unserializable_argument_is_named() -> None:
 def test_non_finite_floats_are_refused_not_turned_into_null() -> None:
     with pytest.raises(TypeError, match="positional argument 0"):
         encode_envelope(Envelope(id="1", task="t", args=[float("inf")]))
-    assert decode_envelope(encode_envelope(Envelope(id="1", task="t", args=[None])), JSON_ONLY).args == [None]
+    assert decode_envelope(
+        encode_envelope(Envelope(id="1", task="t", args=[None])), JSON_ONLY
+    ).args == [None]
 
 
 def test_datetimes_travel_as_iso_strings() -> None:
@@ -118,7 +120,9 @@ def test_random_json_documents_are_accounted_for(document: object) -> None:
     kwargs=st.dictionaries(st.text(min_size=1), json_values, max_size=5),
     serializer=st.sampled_from(["json", "msgpack"]),
 )
-def test_round_trip_property(args: list[object], kwargs: dict[str, object], serializer: str) -> None:
+def test_round_trip_property(
+    args: list[object], kwargs: dict[str, object], serializer: str
+) -> None:
     """Either the call travels unchanged, or it is refused at send time naming the
     argument (inf/nan in JSON, integers beyond 64 bits in msgpack): never altered."""
     envelope = Envelope(id="x", task="t", args=args, kwargs=kwargs)
@@ -126,7 +130,9 @@ def test_round_trip_property(args: list[object], kwargs: dict[str, object], seri
         body = encode_envelope(envelope, serializer)
     except TypeError as exc:
         assert "argument" in str(exc)
-        assert has_non_finite([args, kwargs]) or (serializer == "msgpack" and _huge_int([args, kwargs]))
+        assert has_non_finite([args, kwargs]) or (
+            serializer == "msgpack" and _huge_int([args, kwargs])
+        )
         return
     assert decode_envelope(body, ALL) == envelope
 

@@ -58,7 +58,8 @@ def load_script(package: str, name: str) -> Script:
 def pool_from_url(url: str, **options: Any) -> ConnectionPool:
     # health_check_interval keeps idle pooled connections honest after a Redis restart.
     options.setdefault("health_check_interval", 10)
-    options.setdefault("socket_keepalive", True)
+    if not url.startswith("unix:"):
+        options.setdefault("socket_keepalive", True)  # TCP only: notice a vanished server
     return ConnectionPool.from_url(url, **options)
 
 

@@ -7,8 +7,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .main import AppContext
 
@@ -103,6 +101,9 @@ def status(obj: AppContext, as_json: bool) -> None:
             )
         )
         return
+    from rich.console import Console  # imported here: the worker never needs rich
+    from rich.table import Table
+
     console = Console()
     table = Table(title="Queues")
     table.add_column("queue")

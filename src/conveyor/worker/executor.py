@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..brokers.base import Delivery, ResultWrite
 from ..exceptions import ContentDisallowed, MessageError
 from ..message import Envelope, decode_envelope
 from ..serializers import accepted
-from ..task import Context, pop_request, push_request
+from ..task import Context, Task, pop_request, push_request
 from .hooks import WorkerHooks
 
 if TYPE_CHECKING:
@@ -113,7 +115,7 @@ class Executor:
         try:
             value = task.run(*envelope.args, **envelope.kwargs)
         except TypeError as exc:
-            if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            if _bad_call(exc):
                 # Raised by the call itself, not inside the task: the arguments do not
                 # fit the signature. No retry can fix that, so it is dead-lettered.
                 return self._reject(delivery, request, f"arguments do not fit the task: {exc}")
@@ -136,6 +138,22 @@ class Executor:
             parent_id=envelope.parent_id,
         )
         return Outcome(ResultWrite(envelope.id, encode_meta(meta), True), states.SUCCESS)
+
+    def received(self, deliveries: list[Delivery]) -> list[ResultWrite]:
+        """RECEIVED records for leased messages (when tracking is on)."""
+        writes = []
+        for delivery in deliveries:
+            try:
+                head = _peek(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # prepare() dead-letters it with the full reason
+            if head.ignore_result:
+                continue
+            meta = ResultMeta(
+                task_id=head.id, status=states.RECEIVED, name=head.task, worker=self.hostname
+            )
+            writes.append(ResultWrite(head.id, encode_meta(meta), False))
+        return writes
 
     # outcomes -------------------------------------------------------------------------
     def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
@@ -185,6 +203,28 @@ class Executor:
             task_id=request.id, status=status, name=request.task, worker=self.hostname
         )
         self.store_interim(ResultWrite(request.id, encode_meta(meta), False))
+
+
+def _bad_call(exc: TypeError) -> bool:
+    """True when the TypeError was raised by calling the task function, not inside it:
+    the innermost frame is the call site (``execute`` itself, or ``Task.run``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code in (Executor.execute.__code__, Task.run.__code__)
+
+
+class _Head(msgspec.Struct):
+    """The few envelope fields needed before a message runs (decoded without the rest)."""
+
+    id: str
+    task: str
+    ignore_result: bool = False
+
+
+_peek = msgspec.json.Decoder(_Head).decode
 
 
 def _flag(task_value: bool | None, default: bool) -> bool:

@@ -115,6 +115,9 @@ class ConsumeLoop:
                 app, app.broker, self.hooks, self.hostname, self._store_interim
             )
             self._carries = consumer.carries_results
+            # Tracking STARTED also records RECEIVED when a message is leased (Celery only
+            # emits it as an event; stored, a dashboard-less user can see it too).
+            self._track_received = bool(app.conf.task_track_started)
             if self.on_ready is not None:
                 self.on_ready()
                 self.on_ready = None
@@ -129,7 +132,11 @@ class ConsumeLoop:
     def _cycle(self) -> None:
         consumer = self._open()
         if not self.buffer:
-            self.buffer.extend(consumer.fetch(self.prefetch, timeout=1.0))
+            deliveries = consumer.fetch(self.prefetch, timeout=1.0)
+            self.buffer.extend(deliveries)
+            if deliveries and self._track_received:
+                for write in self._executor.received(deliveries):
+                    self._store(write)
             return
         try:
             delivery = self.buffer.popleft()
