@@ -59,7 +59,7 @@ def test_non_finite_floats_are_refused_not_turned_into_null() -> None:
 
 
 def test_datetimes_travel_as_iso_strings() -> None:
-    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     body = encode_envelope(Envelope(id="1", task="t", args=[when]))
     assert decode_envelope(body, JSON_ONLY).args == ["2026-01-02T03:04:05Z"]
 

@@ -25,8 +25,12 @@ def _json_option(value: str | None, what: str, kind: type) -> Any:
 
 @click.command()
 @click.argument("name")
-@click.option("-a", "--args", "args_json", metavar="JSON", help="Positional arguments as a JSON list.")
-@click.option("-k", "--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option(
+    "-a", "--args", "args_json", metavar="JSON", help="Positional arguments as a JSON list."
+)
+@click.option(
+    "-k", "--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object."
+)
 @click.option("--countdown", type=float, help="Run no earlier than this many seconds from now.")
 @click.option("--queue", "-Q", help="Queue to send to (default: the task's route).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
@@ -53,7 +57,9 @@ def call(
 
 @click.command()
 @click.argument("task_id")
-@click.option("--traceback", "show_traceback", is_flag=True, help="Print the traceback of a failure.")
+@click.option(
+    "--traceback", "show_traceback", is_flag=True, help="Print the traceback of a failure."
+)
 @click.pass_obj
 def result(obj: AppContext, task_id: str, show_traceback: bool) -> None:
     """Print the state and result of a task."""
@@ -69,7 +75,9 @@ def result(obj: AppContext, task_id: str, show_traceback: bool) -> None:
 
 
 @click.command()
-@click.option("-Q", "--queues", metavar="Q1,Q2", help="Queues to purge. [default: the default queue]")
+@click.option(
+    "-Q", "--queues", metavar="Q1,Q2", help="Queues to purge. [default: the default queue]"
+)
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def purge(obj: AppContext, queues: str | None, force: bool) -> None:
@@ -77,7 +85,9 @@ def purge(obj: AppContext, queues: str | None, force: bool) -> None:
     app = obj.app
     names = [q.strip() for q in queues.split(",")] if queues else [app.conf.task_default_queue]
     if not force:
-        click.confirm(f"Delete all messages in {', '.join(names)}? This cannot be undone", abort=True)
+        click.confirm(
+            f"Delete all messages in {', '.join(names)}? This cannot be undone", abort=True
+        )
     count = app.broker.purge(names)
     click.echo(f"Purged {count} message{'s' if count != 1 else ''} from {', '.join(names)}.")
 
@@ -95,7 +105,9 @@ def status(obj: AppContext, as_json: bool) -> None:
         click.echo(
             json.dumps(
                 {
-                    "queues": [{"name": q.name, "ready": q.ready, "scheduled": q.scheduled} for q in queues],
+                    "queues": [
+                        {"name": q.name, "ready": q.ready, "scheduled": q.scheduled} for q in queues
+                    ],
                     "workers": workers,
                 }
             )
