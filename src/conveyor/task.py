@@ -6,10 +6,10 @@ wrong argument is an editor error before it is a worker error.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback as traceback_module
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +73,16 @@ def pop_request() -> None:
 
 
 _DEFAULT_CONTEXT = Context()
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID string, as Celery's task ids are, at a third of the
+    cost of ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 class Task(Generic[P, R]):
@@ -225,7 +235,7 @@ class Task(Generic[P, R]):
     ) -> Envelope:
         now = time.time()
         parent = current_request()
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or new_task_id()
         if priority is None:
             priority = self.priority
             if priority is None:
@@ -261,7 +271,7 @@ class Task(Generic[P, R]):
 
         Exceptions are captured in the result, or raised when ``task_eager_propagates``.
         """
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or new_task_id()
         request = Context(
             id=task_id,
             task=self.name,

@@ -128,3 +128,15 @@ def test_async_result_identity() -> None:
     app = Conveyor("proj", set_as_current=False)
     assert AsyncResult("a", app) == AsyncResult("a", app) == "a"
     assert len({AsyncResult("a", app), AsyncResult("a", app)}) == 1
+
+
+def test_task_ids_are_uuid4_strings() -> None:
+    import uuid
+
+    from conveyor.task import new_task_id
+
+    ids = {new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for task_id in list(ids)[:50]:
+        parsed = uuid.UUID(task_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == task_id
