@@ -98,11 +98,19 @@ class Retry(ConveyorError):
         message: str | None = None,
         exc: BaseException | None = None,
         when: float | None = None,
+        eager_result: Any = None,
     ) -> None:
         self.message = message
         self.exc = exc
         self.when = when
+        self.eager_result = eager_result  # the next attempt's result, in eager mode
         super().__init__(message or (repr(exc) if exc else "retry"), when)
+
+    @property
+    def reason(self) -> str:
+        where = f" in {self.when:.3g}s" if isinstance(self.when, (int, float)) else ""
+        cause = f": {self.exc!r}" if self.exc is not None else ""
+        return f"Retry{where}{cause}"
 
 
 class MaxRetriesExceededError(ConveyorError):

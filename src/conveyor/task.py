@@ -7,16 +7,18 @@ wrong argument is an editor error before it is a worker error.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
-from .backends.base import ResultMeta
+from .backends.base import ResultMeta, encode_meta
+from .exceptions import MaxRetriesExceededError, Retry
 from .message import Envelope, encode_envelope
 from .result import AsyncResult, EagerResult
 
@@ -102,6 +104,11 @@ class Task(Generic[P, R]):
     default_retry_delay: float = 180.0
     rate_limit: str | None = None
     track_started: bool | None = None
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: Mapping[str, Any] | None = None
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
 
     def __init__(
         self,
@@ -258,6 +265,24 @@ class Task(Generic[P, R]):
         )
 
     # eager -------------------------------------------------------------------------
+    def _run_with_autoretry(self, request: Context) -> R:
+        """Run the body; an exception listed in ``autoretry_for`` becomes a retry."""
+        try:
+            return self.run(*request.args, **request.kwargs)
+        except Retry:
+            raise
+        except Exception as exc:
+            self.autoretry(exc, request)
+            raise
+
+    def autoretry(self, exc: Exception, request: Context) -> None:
+        """When ``exc`` is listed in ``autoretry_for``, retry: raises :class:`Retry`, or
+        ``exc`` itself once the retries are used up. Returns when it is not listed."""
+        if self.autoretry_for and isinstance(exc, self.autoretry_for):
+            options = dict(self.retry_kwargs or {})
+            options.pop("countdown", None)
+            self.retry(exc=exc, countdown=self.backoff_delay(request.retries), **options)
+
     def apply(
         self,
         args: Sequence[Any] | None = None,
@@ -277,6 +302,7 @@ class Task(Generic[P, R]):
             task=self.name,
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
+            retries=int(options.get("retries", 0)),
             is_eager=True,
             called_directly=False,
             root_id=task_id,
@@ -284,7 +310,12 @@ class Task(Generic[P, R]):
         )
         push_request(request)
         try:
-            value = self.run(*request.args, **request.kwargs)
+            try:
+                value = self._run_with_autoretry(request)
+            except Retry as retry:
+                if retry.eager_result is None:
+                    raise
+                return retry.eager_result  # type: ignore[no-any-return]
         except Exception as exc:
             if self.app.conf.task_eager_propagates:
                 raise
@@ -308,6 +339,113 @@ class Task(Generic[P, R]):
         finally:
             pop_request()
         return EagerResult(task_id, meta, self.app)
+
+    # retries and progress ----------------------------------------------------------
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | float | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> NoReturn:
+        """Run this task again later, and end this attempt by raising :class:`Retry`.
+
+        It raises by itself, so ``self.retry(...)`` without ``raise`` works too. The next
+        attempt waits in the broker like any ETA task (never in a worker slot), after
+        ``countdown`` seconds, at ``eta``, or after ``default_retry_delay``. When the
+        retries are used up, ``exc`` is raised (the task fails with it), or
+        :class:`MaxRetriesExceededError` when there is none.
+        """
+        request = self.request
+        if request.id is None or request.called_directly:
+            # Called as a plain function: there is no message to send again.
+            if exc is not None:
+                raise exc
+            raise RuntimeError(f"{self.name}.retry() called outside a worker")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded",
+                task_args=request.args,
+                task_kwargs=request.kwargs,
+            )
+        if countdown is None and eta is None:
+            countdown = self.default_retry_delay
+        if request.is_eager:
+            # Eager mode has no broker to wait in: the next attempt runs now.
+            result = self.apply(
+                request.args if args is None else args,
+                request.kwargs if kwargs is None else kwargs,
+                task_id=request.id,
+                retries=request.retries + 1,
+            )
+            raise Retry(exc=exc, when=countdown, eager_result=result)
+        envelope = Envelope(
+            id=request.id,
+            task=self.name,
+            args=list(request.args if args is None else args),
+            kwargs=dict(request.kwargs if kwargs is None else kwargs),
+            retries=request.retries + 1,
+            expires=request.expires,
+            priority=request.delivery_info.get("priority"),
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            group_id=request.group,
+            time_limit=request.time_limit,
+            soft_time_limit=request.soft_time_limit,
+            sent_at=time.time(),
+            headers=request.headers,
+        )
+        app = self.app
+        body = encode_envelope(envelope, self.serializer or app.conf.raw["task_serializer"])
+        queue = options.get("queue") or request.delivery_info.get("queue") or app.route(self.name)
+        app.broker.publish(
+            queue, (body,), priority=envelope.priority or 0, countdown=countdown, eta=_epoch(eta)
+        )
+        raise Retry(exc=exc, when=_epoch(eta) if eta is not None else countdown)
+
+    def backoff_delay(self, retries: int) -> float:
+        """The countdown before retry number ``retries + 1`` under ``autoretry_for``.
+
+        With ``retry_backoff`` (True means a 1 s base) the delay doubles each time up
+        to ``retry_backoff_max``. ``retry_jitter`` then picks a delay in the upper half
+        of that window ("equal jitter"): spread out, yet each retry waits at least as
+        long as the one before. Without backoff it is ``default_retry_delay``.
+        """
+        kwargs = self.retry_kwargs or {}
+        if "countdown" in kwargs:
+            return float(kwargs["countdown"])
+        base = self.retry_backoff
+        if not base:
+            return float(self.default_retry_delay)
+        window: float = min(float(self.retry_backoff_max), float(base) * 2**retries)
+        if self.retry_jitter:
+            return window / 2 + random.uniform(0, window / 2)
+        return window
+
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Record a state for a running task (e.g. ``state="PROGRESS", meta={"done": 3}``);
+        callers read ``meta`` from ``AsyncResult.info`` while the task runs."""
+        task_id = task_id or self.request.id
+        if task_id is None:
+            raise RuntimeError("update_state() needs a task_id outside a running task")
+        status = state or states.PENDING
+        record = ResultMeta(
+            task_id=task_id, status=status, result=meta, name=self.name, date_done=time.time()
+        )
+        self.app.backend.store(task_id, encode_meta(record), status in states.READY_STATES)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, self.app, self.name)

@@ -20,7 +20,7 @@ import msgspec
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..brokers.base import Delivery, ResultWrite
-from ..exceptions import ContentDisallowed, MessageError
+from ..exceptions import ContentDisallowed, MessageError, Retry
 from ..message import Envelope, decode_envelope
 from ..serializers import accepted
 from ..task import Context, Task, pop_request, push_request
@@ -61,6 +61,7 @@ class Executor:
         self.accept = accepted(conf.accept_content)
         self.track_started = bool(conf.task_track_started)
         self.ignore_result = bool(conf.task_ignore_result)
+        self.max_deliveries = int(conf.task_max_deliveries)
         self._wants = {event: hooks.wants(event) for event in ("task_received", "task_started")}
 
     # the one entry point ------------------------------------------------------------
@@ -96,6 +97,14 @@ class Executor:
         )
         if envelope.task not in self.app.tasks:
             return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
+        if delivery.deliveries > self.max_deliveries:
+            # Its worker died every time it ran: a poison task. Stop the loop here.
+            return self._reject(
+                delivery,
+                request,
+                f"delivered {delivery.deliveries} times and its worker died each time "
+                f"(task_max_deliveries={self.max_deliveries})",
+            )
         if self._wants["task_received"]:
             self.hooks.emit("task_received", request=request, delivery=delivery)
         return envelope, request
@@ -114,13 +123,19 @@ class Executor:
         started = time.perf_counter()
         try:
             value = task.run(*envelope.args, **envelope.kwargs)
-        except TypeError as exc:
-            if _bad_call(exc):
+        except Retry as retry:
+            return self._retried(request, retry, store)
+        except Exception as exc:
+            if isinstance(exc, TypeError) and _bad_call(exc):
                 # Raised by the call itself, not inside the task: the arguments do not
                 # fit the signature. No retry can fix that, so it is dead-lettered.
                 return self._reject(delivery, request, f"arguments do not fit the task: {exc}")
-            return self._failed(request, exc, time.perf_counter() - started, store)
-        except Exception as exc:
+            try:
+                task.autoretry(exc, request)
+            except Retry as retry:
+                return self._retried(request, retry, store)
+            except Exception as final:
+                return self._failed(request, final, time.perf_counter() - started, store)
             return self._failed(request, exc, time.perf_counter() - started, store)
         finally:
             pop_request()
@@ -163,10 +178,26 @@ class Executor:
             return Outcome(None, states.FAILURE)
         return Outcome(self._error_write(request, states.FAILURE, exc, tb), states.FAILURE)
 
+    def _retried(self, request: Context, retry: Retry, store: bool) -> Outcome:
+        tb = traceback_module.format_exc() if retry.exc is not None else None
+        self.hooks.emit("task_retried", request=request, reason=retry.reason, exc=retry.exc)
+        if not store:
+            return Outcome(None, states.RETRY)
+        cause: BaseException = retry.exc if retry.exc is not None else retry
+        write = self._error_write(request, states.RETRY, cause, tb)
+        return Outcome(ResultWrite(write.task_id, write.payload, False), states.RETRY)
+
     def _revoked(self, request: Context, reason: str, store: bool) -> Outcome:
         from ..exceptions import TaskError
 
         logger.info("Task %s[%s] %s: not run", request.task, request.id, reason)
+        self.hooks.emit(
+            "task_revoked",
+            request=request,
+            reason=reason,
+            terminated=False,
+            expired=reason == "expired",
+        )
         if not store:
             return Outcome(None, states.REVOKED)
         exc = TaskError(f"task {request.id} {reason} before it started")

@@ -6,8 +6,9 @@ raises is logged and the others still run (dramatiq's middleware rule).
 
 Task events get ``request`` (the task's :class:`~conveyor.task.Context`) and, by event:
 ``task_succeeded(result, runtime)``, ``task_failed(exc, traceback, runtime)``,
-``task_retried(reason)``, ``task_rejected(reason)`` (dead-lettered; ``request`` may be
-None when the message could not be decoded). Worker events get ``hostname`` and ``info``.
+``task_retried(reason, exc)``, ``task_rejected(reason)`` (dead-lettered; ``request`` may
+be None when the message could not be decoded), ``task_revoked(reason, terminated,
+expired)``. Worker events get ``hostname`` and ``info``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ EVENTS = (
     "task_failed",
     "task_retried",
     "task_rejected",
+    "task_revoked",
     "worker_online",
     "worker_heartbeat",
     "worker_offline",

@@ -171,7 +171,8 @@ class ConsumeLoop:
 
     def _finish(self, consumer: BrokerConsumer, delivery: Delivery, outcome: Outcome) -> None:
         if outcome.result is not None and not self._carries:
-            self.app.backend.store(outcome.result.task_id, outcome.result.payload, True)
+            write = outcome.result
+            self.app.backend.store(write.task_id, write.payload, write.final)
             consumer.ack(delivery)
         else:
             consumer.ack(delivery, outcome.result)

@@ -64,11 +64,28 @@ class Worker:
         self._signals = 0
         if logging.getLogger("conveyor.worker").isEnabledFor(logging.INFO):
             self.hooks.subscribe(LoggingListener())
+        self._signals_subscribed = False
+
+    def _subscribe_signals(self) -> None:
+        """Feed conveyor.signals only when someone listens (checked once the app's
+        modules are imported, since that is where receivers connect)."""
+        from .. import signals
+
+        wanted = any(
+            s.receivers
+            for s in (*signals.TASK_SIGNALS, signals.worker_ready, signals.worker_shutdown)
+        )
+        if wanted and not self._signals_subscribed:
+            from .signal_bridge import SignalBridge
+
+            self.hooks.subscribe(SignalBridge(self.app))
+            self._signals_subscribed = True
 
     # running --------------------------------------------------------------------------
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
+        self._subscribe_signals()
         self._print_banner()
         if self.pool == "prefork":
             from .supervisor import Supervisor
