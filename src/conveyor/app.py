@@ -18,6 +18,7 @@ from .task import Task
 if TYPE_CHECKING:
     from .backends.base import ResultBackend
     from .brokers.base import Broker
+    from .control import Control
 
 __all__ = ["Conveyor", "current_app", "shared_task"]
 
@@ -252,6 +253,13 @@ class Conveyor:
         if task is None:
             task = Task(_not_here(name), self, name)
         return task.apply_async(args, kwargs, **options)
+
+    @property
+    def control(self) -> Control:
+        """Commands for the workers: ``app.control.revoke(task_id, terminate=True)``."""
+        from .control import Control
+
+        return Control(self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         return AsyncResult(task_id, self)

@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_lease_seconds": 10.0,
     "worker_prefetch_release_seconds": 1.0,
     "worker_heartbeat_seconds": 2.0,
+    "worker_revoke_expires": 10800.0,
     # modules and time
     "imports": (),
     "include": (),

@@ -14,6 +14,7 @@
     ├── Reject                      a task refuses its message (dead-lettered)
     ├── WorkerLostError             the process running a task died
     ├── TimeLimitExceeded           the hard time limit ended a task
+    ├── TaskRevokedError            the task was revoked (or terminated while running)
     └── SoftTimeLimitExceeded       raised inside a task at its soft time limit
 
 The names users catch are Celery's, so ``except SoftTimeLimitExceeded`` keeps working
@@ -38,6 +39,7 @@ __all__ = [
     "Retry",
     "SoftTimeLimitExceeded",
     "TaskError",
+    "TaskRevokedError",
     "TimeLimitExceeded",
     "TimeoutError",
     "WorkerLostError",
@@ -137,6 +139,10 @@ class WorkerLostError(ConveyorError):
 
 class TimeLimitExceeded(ConveyorError):
     """The task ran past its hard time limit and was ended."""
+
+
+class TaskRevokedError(ConveyorError):
+    """The task was revoked before it ran, or terminated while running."""
 
 
 class SoftTimeLimitExceeded(ConveyorError):

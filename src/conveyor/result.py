@@ -107,6 +107,20 @@ class AsyncResult(Generic[R]):
         """Delete the stored result."""
         self.app.backend.forget(self.id)
 
+    def revoke(
+        self,
+        connection: object = None,
+        terminate: bool = False,
+        signal: str | int = "SIGTERM",
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke this task: no worker will run it, and with ``terminate`` a running
+        one is stopped. ``wait`` blocks until the task is in a final state."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+        if wait:
+            self.app.backend.wait(self.id, timeout)
+
     # identity ---------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):

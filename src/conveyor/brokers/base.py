@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Broker", "BrokerConsumer", "DeadLetter", "Delivery", "QueueStats", "ResultWrite"]
+__all__ = [
+    "Broker",
+    "BrokerConsumer",
+    "DeadLetter",
+    "Delivery",
+    "QueueStats",
+    "ResultWrite",
+    "Revocations",
+]
 
 PRIORITY_LEVELS = 10
 
@@ -62,6 +70,15 @@ class DeadLetter:
     reason: str
     time: float
     body: bytes
+
+
+@dataclass(slots=True)
+class Revocations:
+    """Revoked task ids, and the signal for those to terminate when running."""
+
+    version: int
+    revoked: frozenset[str]
+    terminate: dict[str, str]
 
 
 class BrokerConsumer(ABC):
@@ -171,6 +188,21 @@ class Broker(ABC):
     @abstractmethod
     def workers(self) -> list[dict[str, Any]]:
         """Workers whose heartbeat is fresh."""
+
+    # revocation and supervisor verdicts ----------------------------------------------
+    def discard(self, consumer_id: str, tags: Sequence[str]) -> None:
+        """End leases without running the messages again: the supervisor already
+        recorded their outcome (hard time limit, terminated by revoke, worker lost)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot discard deliveries")
+
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
+        """Record revocations every worker honours until ``ttl`` seconds from now (they
+        survive worker restarts). ``terminate`` names a signal to stop a running task."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store revocations")
+
+    def revocations(self, known_version: int) -> Revocations | None:
+        """The live revocations when they changed since ``known_version``, else None."""
+        return None
 
     def colocated_with(self, backend: object) -> bool:
         """True when this broker can store ``backend``'s results in its ack."""

@@ -72,3 +72,19 @@ class RedisKeys:
     def state(self, task_id: str) -> str:
         """String holding a task's interim meta (RECEIVED, STARTED, RETRY, custom)."""
         return f"{self.prefix}:state:{task_id}"
+
+    # revocation ---------------------------------------------------------------------------
+    @property
+    def revoked(self) -> str:
+        """Zset of revoked task ids; score = when the revocation expires (ms)."""
+        return f"{self.prefix}:revoked"
+
+    @property
+    def revoked_terminate(self) -> str:
+        """Hash task id -> signal name, for revocations that stop a running task."""
+        return f"{self.prefix}:revoked:terminate"
+
+    @property
+    def revoked_version(self) -> str:
+        """Counter bumped by every revoke, so workers re-read the set only when it changed."""
+        return f"{self.prefix}:revoked:version"

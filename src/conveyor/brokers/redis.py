@@ -34,6 +34,7 @@ from .base import (
     Delivery,
     QueueStats,
     ResultWrite,
+    Revocations,
 )
 from .keys import RedisKeys
 
@@ -51,6 +52,7 @@ FETCH = load_script(_PACKAGE, "fetch")
 RELEASE = load_script(_PACKAGE, "release")
 RECLAIM = load_script(_PACKAGE, "reclaim")
 RENEW = load_script(_PACKAGE, "renew")
+REVOKE = load_script(_PACKAGE, "revoke")
 SCRIPTS = (ENQUEUE, FETCH, RELEASE, RECLAIM, RENEW)
 
 # Redis checks blocked-command timeouts on its server cron (hz 10 by default).
@@ -158,6 +160,40 @@ class RedisBroker(Broker):
                 keys=[self.keys.inflight(consumer_id), self.keys.redeliveries],
                 args=[d.tag for d in deliveries],
             )
+
+    def discard(self, consumer_id: str, tags: Sequence[str]) -> None:
+        if tags:
+            self.client.hdel(self.keys.inflight(consumer_id), *tags)
+
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
+        if task_ids:
+            keys = self.keys
+            self.client.eval(
+                REVOKE.source,
+                3,
+                keys.revoked,
+                keys.revoked_terminate,
+                keys.revoked_version,
+                max(1, int(ttl * 1000)),
+                terminate or "",
+                *task_ids,
+            )
+
+    def revocations(self, known_version: int) -> Revocations | None:
+        keys = self.keys
+        raw = self.client.get(keys.revoked_version)
+        version = int(raw) if raw is not None else 0
+        if version == known_version:
+            return None
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrangebyscore(keys.revoked, now_ms, "+inf")
+        pipe.hgetall(keys.revoked_terminate)
+        pipe.get(keys.revoked_version)
+        ids, terminate, raw = pipe.execute()
+        revoked = frozenset(_text(i) for i in ids)
+        signals = {_text(k): _text(v) for k, v in terminate.items() if _text(k) in revoked}
+        return Revocations(int(raw or 0), revoked, signals)
 
     # dead letters -------------------------------------------------------------------
     def dead_letter(self, body: bytes, queue: str, reason: str) -> None:

@@ -20,11 +20,12 @@ import msgspec
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..brokers.base import Delivery, ResultWrite
-from ..exceptions import ContentDisallowed, MessageError, Retry
+from ..exceptions import ContentDisallowed, MessageError, Retry, TaskRevokedError
 from ..message import Envelope, decode_envelope
 from ..serializers import accepted
 from ..task import Context, Task, pop_request, push_request
 from .hooks import WorkerHooks
+from .revocations import RevocationCache
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -51,8 +52,10 @@ class Executor:
         hooks: WorkerHooks,
         hostname: str,
         store_interim: Callable[[ResultWrite], None],
+        revocations: RevocationCache | None = None,
     ) -> None:
         self.app = app
+        self.revocations = revocations if revocations is not None else RevocationCache()
         self.store_interim = store_interim
         self.broker = broker
         self.hooks = hooks
@@ -113,6 +116,8 @@ class Executor:
         """Run the task and build the state to store."""
         task = self.app.tasks[envelope.task]
         store = not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
+        if envelope.id in self.revocations:
+            return self._revoked(request, "revoked", store)
         if envelope.expires is not None and time.time() > envelope.expires:
             return self._revoked(request, "expired", store)
         if self._wants["task_started"]:
@@ -125,6 +130,8 @@ class Executor:
             value = task.run(*envelope.args, **envelope.kwargs)
         except Retry as retry:
             return self._retried(request, retry, store)
+        except TaskRevokedError:
+            return self._revoked(request, "terminated", store)
         except Exception as exc:
             if isinstance(exc, TypeError) and _bad_call(exc):
                 # Raised by the call itself, not inside the task: the arguments do not
@@ -188,19 +195,17 @@ class Executor:
         return Outcome(ResultWrite(write.task_id, write.payload, False), states.RETRY)
 
     def _revoked(self, request: Context, reason: str, store: bool) -> Outcome:
-        from ..exceptions import TaskError
-
         logger.info("Task %s[%s] %s: not run", request.task, request.id, reason)
         self.hooks.emit(
             "task_revoked",
             request=request,
             reason=reason,
-            terminated=False,
+            terminated=reason == "terminated",
             expired=reason == "expired",
         )
         if not store:
             return Outcome(None, states.REVOKED)
-        exc = TaskError(f"task {request.id} {reason} before it started")
+        exc = TaskRevokedError(f"task {request.id} {_REVOKED_TEXT.get(reason, reason)}")
         return Outcome(self._error_write(request, states.REVOKED, exc, None), states.REVOKED)
 
     def _reject(self, delivery: Delivery, request: Context | None, reason: str) -> Outcome:
@@ -256,6 +261,13 @@ class _Head(msgspec.Struct):
 
 
 _peek = msgspec.json.Decoder(_Head).decode
+
+
+_REVOKED_TEXT = {
+    "expired": "expired before it started",
+    "revoked": "was revoked",
+    "terminated": "was terminated while running",
+}
 
 
 def _flag(task_value: bool | None, default: bool) -> bool:

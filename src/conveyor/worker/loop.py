@@ -18,14 +18,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..brokers.base import BrokerConsumer, Delivery, ResultWrite
+from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from .executor import Executor, Outcome
 from .hooks import WorkerHooks
+from .revocations import RevocationCache
+from .timelimits import Alarm, Deadlines
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from ..message import Envelope
+    from ..task import Task
+
+# Raised into a thread by the keeper; may land between tasks in a rare race.
+LATE_INTERRUPTIONS = (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError)
+
+
+class TaskTracker(Protocol):
+    """Told when a task starts and ends (the prefork child writes it where its
+    supervisor can read it, to enforce hard limits and terminate revoked tasks)."""
+
+    def started(self, tag: str, task_id: str, deadlines: Deadlines | None) -> None: ...
+
+    def finished(self) -> None: ...
+
 
 __all__ = ["ConsumeLoop"]
 
@@ -58,6 +76,9 @@ class ConsumeLoop:
         prefetch: int = 4,
         max_tasks: int | None = None,
         on_ready: Callable[[], None] | None = None,
+        revocations: RevocationCache | None = None,
+        tracker: TaskTracker | None = None,
+        alarm: Alarm | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -73,6 +94,17 @@ class ConsumeLoop:
         self.tasks_run = 0
         self.lease_seconds = float(app.conf.worker_lease_seconds)
         self.on_ready = on_ready
+        self.revocations = revocations or RevocationCache()
+        self.tracker = tracker
+        self.alarm = alarm
+        # Read by the keeper (threads/solo time limits and terminate):
+        self.thread_id = 0
+        self.request_id: str | None = None
+        self.deadlines: Deadlines | None = None
+        self.abandoned: str | None = None  # tag the keeper already failed and acked
+        conf = app.conf
+        self._soft_default = conf.task_soft_time_limit
+        self._hard_default = conf.task_time_limit
         self._consumer: BrokerConsumer | None = None
 
     # run ------------------------------------------------------------------------------
@@ -80,11 +112,20 @@ class ConsumeLoop:
         """Consume until ``stop`` is set or ``max_tasks`` ran; then give back what never
         started."""
         backoff = 0.1
+        self.thread_id = threading.get_ident()
         try:
             while not self._done():
                 try:
                     self._cycle()
                     backoff = 0.1
+                except LATE_INTERRUPTIONS as exc:
+                    # A limit or terminate raised from another thread landed just after
+                    # its task ended: hand back any lease this loop lost track of.
+                    logger.warning(
+                        "%s arrived after its task ended; recovering", type(exc).__name__
+                    )
+                    if self._consumer is not None:
+                        self._consumer.recover(self._known_tags())
                 except TRANSIENT as exc:
                     logger.warning("broker connection lost (%s); retrying in %.1fs", exc, backoff)
                     self._drop_consumer()
@@ -105,14 +146,11 @@ class ConsumeLoop:
                 self.queues, self.consumer_id, self.lease_seconds, results=app.backend
             )
             self._consumer = consumer
-            known = {d.tag for d in self.buffer}
-            if self.current is not None:
-                known.add(self.current.tag)
-            recovered = consumer.recover(known)
+            recovered = consumer.recover(self._known_tags())
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
             self._executor = Executor(
-                app, app.broker, self.hooks, self.hostname, self._store_interim
+                app, app.broker, self.hooks, self.hostname, self._store_interim, self.revocations
             )
             self._carries = consumer.carries_results
             # Tracking STARTED also records RECEIVED when a message is leased (Celery only
@@ -122,6 +160,12 @@ class ConsumeLoop:
                 self.on_ready()
                 self.on_ready = None
         return self._consumer
+
+    def _known_tags(self) -> set[str]:
+        known = {d.tag for d in self.buffer}
+        if self.current is not None:
+            known.add(self.current.tag)
+        return known
 
     def _drop_consumer(self) -> None:
         if self._consumer is not None:
@@ -162,12 +206,37 @@ class ConsumeLoop:
         if not acks_late:
             # At most once: the message is gone before the task starts.
             consumer.ack(delivery)
+        self._start_limits(delivery, envelope, task)
+        try:
             outcome = executor.execute(delivery, envelope, request)
+        finally:
+            self._stop_limits()
+        if self.abandoned == delivery.tag:
+            self.abandoned = None  # the keeper recorded and acked it at the hard limit
+        elif not acks_late:
             if outcome.result is not None:
                 self._store(outcome.result)
-            return
-        outcome = executor.execute(delivery, envelope, request)
-        self._finish(consumer, delivery, outcome)
+        else:
+            self._finish(consumer, delivery, outcome)
+
+    def _start_limits(self, delivery: Delivery, envelope: Envelope, task: Task[..., Any]) -> None:
+        soft = envelope.soft_time_limit or task.soft_time_limit or self._soft_default
+        hard = envelope.time_limit or task.time_limit or self._hard_default
+        deadlines = Deadlines.start(soft, hard) if (soft or hard) else None
+        self.request_id = envelope.id
+        self.deadlines = deadlines
+        if deadlines is not None and self.alarm is not None:
+            self.alarm.arm(deadlines)
+        if self.tracker is not None:
+            self.tracker.started(delivery.tag, envelope.id, deadlines)
+
+    def _stop_limits(self) -> None:
+        if self.deadlines is not None and self.alarm is not None:
+            self.alarm.disarm()
+        self.deadlines = None
+        self.request_id = None
+        if self.tracker is not None:
+            self.tracker.finished()
 
     def _finish(self, consumer: BrokerConsumer, delivery: Delivery, outcome: Outcome) -> None:
         if outcome.result is not None and not self._carries:

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING
 
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import ConsumeLoop
+from .loop import TRANSIENT, ConsumeLoop
+from .revocations import RevocationCache
+from .timelimits import Alarm
 
 if TYPE_CHECKING:
+    from ..app import Conveyor
     from .main import Worker
 
 __all__ = ["run_in_process"]
@@ -31,6 +34,9 @@ def run_in_process(worker: Worker, threads: int) -> int:
     stop = worker.stop
     count = max(1, threads)
     ready = threading.Semaphore(0)
+    revocations = RevocationCache()
+    _refresh(app, revocations)  # a revoke issued before this worker started is honoured
+    alarm = Alarm(enforce_hard=True) if threads <= 0 else None
     loops = [
         ConsumeLoop(
             app,
@@ -41,10 +47,14 @@ def run_in_process(worker: Worker, threads: int) -> int:
             stop,
             prefetch=worker.prefetch,
             on_ready=ready.release,
+            revocations=revocations,
+            alarm=alarm,
         )
         for i in range(count)
     ]
-    keeper = LeaseKeeper(app, loops, stop, on_tick=worker.heartbeat)
+    keeper = LeaseKeeper(
+        app, loops, stop, on_tick=worker.heartbeat, revocations=revocations, enforce_limits=True
+    )
     keeper.start()
     worker.on_cold = lambda: _cold(worker, loops)
     if threads <= 0:
@@ -72,6 +82,13 @@ def run_in_process(worker: Worker, threads: int) -> int:
     stop.set()
     keeper.join(2)
     return 0
+
+
+def _refresh(app: Conveyor, revocations: RevocationCache) -> None:
+    try:
+        revocations.refresh(app.broker)
+    except TRANSIENT as exc:
+        logger.warning("could not read revocations yet (%s); the keeper will retry", exc)
 
 
 def _announce_when_ready(worker: Worker, ready: threading.Semaphore, count: int) -> None:

@@ -18,6 +18,7 @@ deadlock the child.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -29,9 +30,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import states
+from ..backends.base import ResultMeta, encode_meta
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop
+from .revocations import RevocationCache
+from .slots import Slot, Slots, SlotTracker
+from .timelimits import Alarm
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -50,6 +57,9 @@ class Child:
     consumer_id: str
     started: float
     stopping: bool = False
+    # Why the supervisor ended it, and the task it was running: ("time limit", slot,
+    # None) or ("terminated", slot, signal name).
+    verdict: tuple[str, Slot, str | None] | None = None
 
 
 class Supervisor:
@@ -67,6 +77,10 @@ class Supervisor:
         self.lease = float(conf.worker_lease_seconds)
         self.tick_every = min(self.lease / 3, float(conf.worker_heartbeat_seconds), 1.0)
         self.max_memory_kib = worker.max_memory_per_child
+        # task_reject_on_worker_lost (default True here): a task whose child died goes
+        # back to the queue (bounded by task_max_deliveries); False records it as failed
+        # with WorkerLostError, as Celery does by default.
+        self.reject_on_worker_lost = bool(conf.task_reject_on_worker_lost)
 
     # lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -77,13 +91,18 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
         _ = self.app.broker  # connect in the parent before forking: children make their own
+        self.slots = Slots(self.concurrency)
+        self.revocations = RevocationCache()
+        with contextlib.suppress(*TRANSIENT):
+            self.revocations.refresh(self.app.broker)
         for index in range(1, self.concurrency + 1):
             self._spawn(index)
         last_tick = 0.0
         while self._signals == 0:
-            self._wait(0.25)
+            self._wait(0.1)
             self._read_ready()
             self._reap(respawn=True)
+            self._police(time.monotonic())
             now = time.monotonic()
             if now - last_tick >= self.tick_every:
                 last_tick = now
@@ -137,11 +156,17 @@ class Supervisor:
 
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         stop = threading.Event()
+        stopping = False
 
         def on_term(signum: int, frame: object) -> None:
             # Always warm: systemd and pkill signal every process of the worker, so a
             # child may see the same shutdown twice. A cold stop is the parent's SIGKILL.
-            stop.set()
+            # Only the first signal sets the event: the second can land while the first
+            # handler is inside stop.set(), whose lock is not reentrant (a deadlock).
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                stop.set()
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
@@ -161,8 +186,11 @@ class Supervisor:
             prefetch=self.worker.prefetch,
             max_tasks=self.worker.max_tasks_per_child,
             on_ready=on_ready,
+            revocations=self.revocations,
+            tracker=SlotTracker(self.slots, index - 1),
+            alarm=Alarm(enforce_hard=False),  # the hard limit is this supervisor's
         )
-        keeper = LeaseKeeper(self.app, [loop], stop, reclaim=False)
+        keeper = LeaseKeeper(self.app, [loop], stop, reclaim=False, revocations=self.revocations)
         keeper.start()
         loop.run()
         stop.set()
@@ -197,6 +225,16 @@ class Supervisor:
             how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
         else:
             how = f"exited with code {os.waitstatus_to_exitcode(status)}"
+        running = self.slots.read(child.index - 1)
+        self.slots.clear(child.index - 1)
+        died = os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0
+        try:
+            if child.verdict is not None:
+                self._record_verdict(child, *child.verdict)
+            elif died and running is not None and not self.reject_on_worker_lost:
+                self._record(child, running, states.FAILURE, WorkerLostError(f"worker child {how}"))
+        except TRANSIENT as exc:
+            logger.warning("could not record child %d's task (%s)", child.index, exc)
         try:
             moved = self.app.broker.reclaim(child.consumer_id)
         except TRANSIENT as exc:
@@ -215,11 +253,63 @@ class Supervisor:
         else:
             logger.info("worker child %d (pid %d) %s", child.index, child.pid, how)
 
+    # hard time limits and terminate ----------------------------------------------------
+    def _police(self, now: float) -> None:
+        """Kill children past their task's hard limit, or running a task revoked with
+        terminate; the outcome is recorded when the child has been reaped."""
+        terminate = self.revocations.terminate
+        for child in self.children.values():
+            if child.verdict is not None:
+                continue
+            slot = self.slots.read(child.index - 1)
+            if slot is None:
+                continue
+            if slot.hard_deadline is not None and now >= slot.hard_deadline:
+                child.verdict = ("time limit", slot, None)
+                logger.error(
+                    "task %s exceeded its time limit (%ss): killing worker child %d",
+                    slot.task_id,
+                    slot.hard_limit,
+                    child.index,
+                )
+                _signal(child.pid, signal.SIGKILL)
+            elif slot.task_id in terminate:
+                name = terminate[slot.task_id]
+                child.verdict = ("terminated", slot, name)
+                logger.warning("terminating task %s (%s)", slot.task_id, name)
+                # A child's SIGTERM means "finish your task", so terminate kills it.
+                signum = signal.Signals[name]
+                _signal(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
+
+    def _record_verdict(self, child: Child, why: str, slot: Slot, signame: str | None) -> None:
+        if why == "time limit":
+            limit = f"{slot.hard_limit:g}s" if slot.hard_limit else "?"
+            self._record(
+                child, slot, states.FAILURE, TimeLimitExceeded(f"time limit ({limit}) exceeded")
+            )
+        else:
+            error = TaskRevokedError(f"task {slot.task_id} was terminated ({signame})")
+            self._record(child, slot, states.REVOKED, error)
+
+    def _record(self, child: Child, slot: Slot, status: str, exc: Exception) -> None:
+        """Store the task's outcome and end its lease, so it is not delivered again."""
+        meta = ResultMeta(
+            task_id=slot.task_id,
+            status=status,
+            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            exc_args=[str(exc)],
+            date_done=time.time(),
+            worker=self.worker.hostname,
+        )
+        self.app.backend.store(slot.task_id, encode_meta(meta), True)
+        self.app.broker.discard(child.consumer_id, [slot.tag])
+
     # periodic work --------------------------------------------------------------------
     def _tick(self) -> None:
         broker = self.app.broker
         try:
             broker.renew([c.consumer_id for c in self.children.values()], self.lease)
+            self.revocations.refresh(broker)
             moved = broker.reclaim()
             if moved:
                 logger.warning("requeued %d tasks from workers that stopped renewing", moved)

@@ -1,0 +1,69 @@
+"""What each prefork child is running, in memory shared with its supervisor.
+
+The child writes its current task (id, delivery tag, hard deadline) when it starts one
+and clears it when it ends: a ``struct.pack_into`` each, no system call. The supervisor
+reads the slots on every tick to kill a child past its hard time limit, to terminate a
+revoked task, and to know which task a dead child was running.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+
+from .timelimits import Deadlines
+
+__all__ = ["Slot", "SlotTracker", "Slots"]
+
+# generation, hard deadline (monotonic, 0 = none), hard limit (s), task id, delivery tag
+_FORMAT = struct.Struct("=Qdd64s32s")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    task_id: str
+    tag: str
+    hard_deadline: float | None
+    hard_limit: float | None
+
+
+class Slots:
+    def __init__(self, count: int) -> None:
+        self._memory = mmap.mmap(-1, _FORMAT.size * max(1, count))
+        self.count = count
+
+    def write(self, index: int, task_id: str, tag: str, deadlines: Deadlines | None) -> None:
+        hard = deadlines.hard if deadlines is not None and deadlines.hard is not None else 0.0
+        limit = deadlines.hard_limit if deadlines is not None and deadlines.hard_limit else 0.0
+        _FORMAT.pack_into(
+            self._memory, index * _FORMAT.size, 1, hard, limit, task_id.encode(), tag.encode()
+        )
+
+    def clear(self, index: int) -> None:
+        _FORMAT.pack_into(self._memory, index * _FORMAT.size, 0, 0.0, 0.0, b"", b"")
+
+    def read(self, index: int) -> Slot | None:
+        busy, hard, limit, task_id, tag = _FORMAT.unpack_from(self._memory, index * _FORMAT.size)
+        if not busy:
+            return None
+        return Slot(
+            task_id.rstrip(b"\0").decode(),
+            tag.rstrip(b"\0").decode(),
+            hard or None,
+            limit or None,
+        )
+
+
+class SlotTracker:
+    """A child's view: its own slot."""
+
+    def __init__(self, slots: Slots, index: int) -> None:
+        self.slots = slots
+        self.index = index
+
+    def started(self, tag: str, task_id: str, deadlines: Deadlines | None) -> None:
+        self.slots.write(self.index, task_id, tag, deadlines)
+
+    def finished(self) -> None:
+        self.slots.clear(self.index)
