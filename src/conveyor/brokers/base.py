@@ -168,7 +168,30 @@ class Broker(ABC):
         """Keep a message that cannot be run, with the reason."""
 
     @abstractmethod
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, newest first."""
+
+    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
+        for letter in self.dead_letters(limit=1_000_000):
+            if letter.id == letter_id:
+                return letter
+        return None
+
+    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        """Delete the named dead letters (all when None); returns how many."""
+        raise NotImplementedError(f"{type(self).__name__} cannot remove dead letters")
+
+    def replay_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        """Send dead letters back to their queue (all when None) and remove them."""
+        letters = (
+            self.dead_letters(limit=1_000_000)
+            if letter_ids is None
+            else [d for d in map(self.dead_letter_by_id, letter_ids) if d is not None]
+        )
+        for letter in reversed(letters):  # oldest first, as they first arrived
+            self.publish(letter.queue, (letter.body,))
+            self.remove_dead_letters([letter.id])
+        return len(letters)
 
     @abstractmethod
     def queues(self) -> list[QueueStats]:

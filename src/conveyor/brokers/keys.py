@@ -52,8 +52,13 @@ class RedisKeys:
 
     @property
     def dead_letters(self) -> str:
-        """List of dead-lettered messages (newest first), each a JSON record."""
+        """List of dead-letter ids, newest first."""
         return f"{self.prefix}:dlq"
+
+    @property
+    def dead_letter_records(self) -> str:
+        """Hash dead-letter id -> JSON record (queue, reason, time, body)."""
+        return f"{self.prefix}:dlq:records"
 
     @property
     def workers(self) -> str:

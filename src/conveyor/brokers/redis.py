@@ -62,6 +62,17 @@ _REDIS_TICK = 0.1
 _CHUNK = 1000
 
 
+def _dead_letter(raw: Any) -> DeadLetter:
+    record = json.loads(raw)
+    return DeadLetter(
+        id=record["id"],
+        queue=record["queue"],
+        reason=record["reason"],
+        time=record["time"],
+        body=record["body"].encode("latin-1"),
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -197,29 +208,43 @@ class RedisBroker(Broker):
 
     # dead letters -------------------------------------------------------------------
     def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
+        letter_id = uuid.uuid4().hex
         record = {
-            "id": uuid.uuid4().hex,
+            "id": letter_id,
             "queue": queue,
             "reason": reason,
             "time": time.time(),
-            "body": body.decode("latin-1"),
+            "body": body.decode("latin-1"),  # any bytes, losslessly, inside JSON
         }
-        self.client.lpush(self.keys.dead_letters, json.dumps(record))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.dead_letter_records, letter_id, json.dumps(record))
+        pipe.lpush(self.keys.dead_letters, letter_id)
+        pipe.execute()
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        out = []
-        for raw in self.client.lrange(self.keys.dead_letters, 0, limit - 1):
-            record = json.loads(raw)
-            out.append(
-                DeadLetter(
-                    id=record["id"],
-                    queue=record["queue"],
-                    reason=record["reason"],
-                    time=record["time"],
-                    body=record["body"].encode("latin-1"),
-                )
-            )
-        return out
+        ids = [_text(i) for i in self.client.lrange(self.keys.dead_letters, 0, limit - 1)]
+        if not ids:
+            return []
+        records = self.client.hmget(self.keys.dead_letter_records, ids)
+        return [_dead_letter(raw) for raw in records if raw is not None]
+
+    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
+        raw = self.client.hget(self.keys.dead_letter_records, letter_id)
+        return _dead_letter(raw) if raw is not None else None
+
+    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        keys = self.keys
+        if letter_ids is None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(keys.dead_letters)
+            pipe.delete(keys.dead_letters, keys.dead_letter_records)
+            count, _ = pipe.execute()
+            return int(count)
+        pipe = self.client.pipeline(transaction=True)
+        for letter_id in letter_ids:
+            pipe.lrem(keys.dead_letters, 0, letter_id)
+        pipe.hdel(keys.dead_letter_records, *letter_ids)
+        return int(pipe.execute()[-1]) if letter_ids else 0
 
     # inspection ---------------------------------------------------------------------
     def queues(self) -> list[QueueStats]:

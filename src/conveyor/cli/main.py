@@ -67,10 +67,11 @@ def cli(
 
 
 def _register_commands() -> None:
-    from . import commands, worker
+    from . import commands, demo, operations, worker
 
     cli.add_command(worker.worker)
-    for command in commands.COMMANDS:
+    cli.add_command(demo.demo)
+    for command in (*commands.COMMANDS, *operations.COMMANDS):
         cli.add_command(command)
 
 
