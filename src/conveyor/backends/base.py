@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -73,6 +74,11 @@ class ResultBackend(ABC):
     @abstractmethod
     def get(self, task_id: str) -> bytes | None:
         """The latest record, final or interim; None when nothing is known (PENDING)."""
+
+    def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """:meth:`get` for each task, in order; a backend that can answer in one round
+        trip does (collecting a group's results, ``conveyor demo``)."""
+        return [self.get(task_id) for task_id in task_ids]
 
     @abstractmethod
     def wait(self, task_id: str, timeout: float | None) -> bytes | None:

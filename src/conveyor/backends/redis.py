@@ -10,6 +10,7 @@ key carries the ``result_expires`` TTL.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -60,6 +61,15 @@ class RedisBackend(ResultBackend):
         final, interim = pipe.execute()
         value: bytes | None = final if final is not None else interim
         return value
+
+    def get_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.lindex(self.keys.result(task_id), 0)
+            pipe.get(self.keys.state(task_id))
+        replies: list[bytes | None] = pipe.execute()
+        finals, interims = replies[::2], replies[1::2]
+        return [f if f is not None else i for f, i in zip(finals, interims, strict=True)]
 
     def wait(self, task_id: str, timeout: float | None) -> bytes | None:
         key = self.keys.result(task_id)

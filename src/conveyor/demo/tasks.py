@@ -33,19 +33,22 @@ def retrain() -> dict[str, Any]:
 
 
 @app.task
-def make_thumbnail(image_id: int, width: int, height: int, size: int = 64) -> dict[str, Any]:
-    """Shrink a greyscale image to fit ``size`` x ``size`` with a box filter.
+def make_thumbnail(image_id: int, width: int, height: int, size: int = 48) -> dict[str, Any]:
+    """Shrink a greyscale image to fit ``size`` x ``size``, averaging each block of pixels.
 
-    The image is generated from its id (a real app would read it from storage).
+    The image is generated from its id (a real app would read the upload from storage).
     """
     pixels = random.Random(image_id).randbytes(width * height)
     factor = max(1, -(-max(width, height) // size))  # ceiling division
     area = factor * factor
     out = bytearray()
     for top in range(0, height - factor + 1, factor):
-        rows = [pixels[(top + dy) * width : (top + dy + 1) * width] for dy in range(factor)]
-        for left in range(0, width - factor + 1, factor):
-            out.append(sum(sum(row[left : left + factor]) for row in rows) // area)
+        band = [pixels[(top + dy) * width : (top + dy + 1) * width] for dy in range(factor)]
+        columns = list(map(sum, zip(*band, strict=True)))
+        out.extend(
+            sum(columns[left : left + factor]) // area
+            for left in range(0, width - factor + 1, factor)
+        )
     return {
         "image_id": image_id,
         "width": width // factor,

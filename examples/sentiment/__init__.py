@@ -1,0 +1,1 @@
+"""A FastAPI service that scores reviews on conveyor workers (see README.md)."""
