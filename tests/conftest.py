@@ -44,11 +44,19 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
     """
     started: list[WorkerProcess] = []
 
-    def spawn(app: str, broker_url: str, *args: str, env: dict[str, str] | None = None,
-              wait: bool = True, loglevel: str = "info") -> WorkerProcess:
+    def spawn(
+        app: str,
+        broker_url: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        loglevel: str = "info",
+    ) -> WorkerProcess:
         environment = dict(os.environ)
         environment["CONVEYOR_BROKER_URL"] = broker_url
-        environment["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), environment.get("PYTHONPATH", "")])
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(TESTS.parent), environment.get("PYTHONPATH", "")]
+        )
         environment.update(env or {})
         command = [sys.executable, "-m", "conveyor", "-A", app, "worker", "-l", loglevel, *args]
         worker = WorkerProcess(command, environment, tmp_path / f"worker-{len(started)}.log")
@@ -61,3 +69,14 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
     yield spawn
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def worker_broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A broker that worker processes can share: the private Redis, or an SQLite file.
+    Tests that record side effects keep using the private Redis for that
+    (``TEST_SIDE_URL``), whichever broker runs the tasks."""
+    redis_url: str = request.getfixturevalue("redis_url")
+    if request.param == "redis":
+        return redis_url
+    return f"sqlite:///{tmp_path / 'broker.db'}"

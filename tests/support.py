@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from conveyor.brokers.keys import RedisKeys
 from conveyor.message import encode_envelope
 
 
@@ -169,13 +170,19 @@ TESTS_ROOT = Path(__file__).parent
 @contextmanager
 def connected(app: Any, url: str) -> Iterator[Any]:
     """Point a test app (imported in the test process) at ``url`` for one test, and close
-    its connections afterwards (an app caches its broker and backend)."""
+    its connections afterwards (an app caches its broker and backend); the setting is
+    put back as it was."""
+    was_set, previous = app.conf.is_set("broker_url"), app.conf.broker_url
     app.close()
     app.conf.broker_url = url
     try:
         yield app
     finally:
         app.close()
+        if was_set:
+            app.conf.broker_url = previous
+        else:
+            del app.conf["broker_url"]
 
 
 def publish_many(
@@ -194,9 +201,10 @@ def publish_many(
 
 
 def inflight_task_ids(client: redis.Redis, prefix: str = "conveyor") -> set[str]:
-    """Ids of the tasks every consumer holds leased right now (read from Redis)."""
+    """Ids of the tasks every consumer holds leased right now (read from Redis; each
+    value is ``list key \\n deliveries \\n body``, as fetch.lua writes it)."""
     ids: set[str] = set()
-    for key in client.scan_iter(f"{prefix}:inflight:*"):
+    for key in client.scan_iter(RedisKeys(prefix).inflight("*")):
         for value in client.hvals(key):
             body = value.split(b"\n", 2)[2]
             ids.add(json.loads(body)["id"])

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from . import states
 from .app import Conveyor, current_app, shared_task
+from .canvas import Signature, chain, chord, group, signature
 from .exceptions import (
     MaxRetriesExceededError,
     Reject,
@@ -25,7 +26,7 @@ from .exceptions import (
     TimeLimitExceeded,
     TimeoutError,
 )
-from .result import AsyncResult, EagerResult
+from .result import AsyncResult, EagerResult, GroupResult
 from .task import Context, Task
 from .worker.logs import get_task_logger
 
@@ -37,17 +38,23 @@ __all__ = [
     "Context",
     "Conveyor",
     "EagerResult",
+    "GroupResult",
     "MaxRetriesExceededError",
     "Reject",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
     "TimeLimitExceeded",
     "TimeoutError",
     "__version__",
+    "chain",
+    "chord",
     "current_app",
     "get_task_logger",
+    "group",
     "shared_task",
+    "signature",
     "states",
 ]

@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
+from .builtins import register_builtins
 from .config import Settings
 from .exceptions import ConfigurationError, NotRegistered
 from .result import AsyncResult
+from .signals import Signal
 from .task import Task
 
 if TYPE_CHECKING:
@@ -83,8 +85,14 @@ class Conveyor:
         self._backend: ResultBackend | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        # Celery's app signals, for ``@app.on_after_configure.connect`` receivers that
+        # call ``sender.add_periodic_task(...)``; sent once by finalize() (beat calls it).
+        self.on_after_configure = Signal("on_after_configure", ("source",))
+        self.on_after_finalize = Signal("on_after_finalize")
+        self._finalized = False
         for fun, options in _shared:
             self._register(fun, options)
+        register_builtins(self)  # the chord join, map and starmap tasks workflows send
         _all_apps.append(self)
         if set_as_current:
             self.set_current()
@@ -276,6 +284,55 @@ class Conveyor:
                     return queue
         default: str = values["task_default_queue"]
         return default
+
+    # periodic tasks ----------------------------------------------------------------
+    def finalize(self) -> None:
+        """Send ``on_after_configure`` and ``on_after_finalize`` (once), so receivers can
+        add periodic tasks. Beat calls it after importing the app's modules."""
+        if self._finalized:
+            return
+        self._finalized = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Add an entry to ``beat_schedule``, as Celery's does:
+        ``sender.add_periodic_task(10.0, ping.s("hello"), name="ping every 10")``.
+
+        ``schedule`` is seconds, a timedelta or a ``crontab``; ``sig`` a signature or a
+        task (then ``args``/``kwargs`` are its arguments). Returns the entry's name.
+        """
+        from .beat.schedules import to_schedule
+
+        task_name: Any
+        if isinstance(sig, Task):
+            task_name, sig_args, sig_kwargs, sig_options = sig.name, (), {}, {}
+        else:
+            task_name = getattr(sig, "task", None) or getattr(sig, "name", None)
+            sig_args = tuple(getattr(sig, "args", ()) or ())
+            sig_kwargs = dict(getattr(sig, "kwargs", None) or {})
+            sig_options = dict(getattr(sig, "options", None) or {})
+        if not isinstance(task_name, str) or not task_name:
+            raise ConfigurationError(f"add_periodic_task: {sig!r} names no task")
+        entry = {
+            "task": task_name,
+            "schedule": to_schedule(schedule),
+            "args": (*sig_args, *args),
+            "kwargs": {**sig_kwargs, **(kwargs or {})},
+            "options": {**sig_options, **options},
+        }
+        key = name or f"{task_name}{entry['args']!r}{entry['kwargs']!r}"
+        # A new dict: the default beat_schedule is shared by every app's settings.
+        self.conf.beat_schedule = {**(self.conf.beat_schedule or {}), key: entry}
+        return key
 
     # modules -----------------------------------------------------------------------
     def import_default_modules(self) -> None:

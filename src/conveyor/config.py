@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "task_store_eager_result": False,
     "task_annotations": None,
     "task_max_deliveries": 5,
+    "task_idempotency_window": 3600.0,
     # worker
     "worker_concurrency": None,
     "worker_pool": "prefork",
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "enable_utc": True,
     "beat_schedule": {},
     "beat_max_loop_interval": 5.0,
+    "beat_lease_seconds": 10.0,
     # conveyor only
     "redis_key_prefix": "conveyor",
 }

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .exceptions import ConfigurationError
+from .flow import parse_rate
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -36,6 +37,24 @@ class Control:
         name = _signal_name(signal) if terminate else None
         ttl = float(self.app.conf.worker_revoke_expires)
         self.app.broker.revoke(ids, ttl, terminate=name)
+
+    def rate_limit(
+        self,
+        task_name: str,
+        rate_limit: str | float | None,
+        destination: object = None,  # accepted for Celery compatibility: all workers obey
+    ) -> None:
+        """Change a task's rate limit at run time, for all workers together:
+        ``app.control.rate_limit("tasks.add", "5/s")``; ``"0"`` lifts the limit; None
+        goes back to the limit in the task's code.
+
+        Stored in the broker; every worker reads it within a second (worker/flow.py).
+        """
+        if rate_limit is None:
+            self.app.broker.set_rate_limit(task_name, None)
+            return
+        parse_rate(rate_limit)  # refuse a bad rate here, not in every worker
+        self.app.broker.set_rate_limit(task_name, str(rate_limit))
 
 
 def _signal_name(signal: str | int) -> str:

@@ -9,6 +9,7 @@
     ├── BrokerError                 the broker could not take or give a message
     ├── TimeoutError (builtins.TimeoutError)   ``AsyncResult.get`` waited too long
     ├── TaskError                   a task failed with an exception type we cannot import
+    ├── ChordError                  a chord's header task failed, so its body did not run
     ├── Retry                       raised by ``Task.retry`` to ask for another attempt
     ├── MaxRetriesExceededError     retries ran out and there was no exception to re-raise
     ├── Reject                      a task refuses its message (dead-lettered)
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "AppNotFound",
     "BrokerError",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "ConveyorError",
@@ -90,6 +92,11 @@ class TaskError(ConveyorError):
     def __init__(self, message: str, exc_type: str = "") -> None:
         super().__init__(message)
         self.exc_type = exc_type
+
+
+class ChordError(ConveyorError):
+    """A header task of a chord did not succeed, so the body did not run; the message
+    names the task and its error. It is the body's result (and the chord's)."""
 
 
 class Retry(ConveyorError):

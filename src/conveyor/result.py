@@ -1,9 +1,11 @@
-"""AsyncResult: the ticket ``.delay()`` returns, and how to read the outcome."""
+"""AsyncResult: the ticket ``.delay()`` returns, and how to read the outcome;
+GroupResult: the same for a group of tasks."""
 
 from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import states
@@ -13,7 +15,7 @@ from .exceptions import TaskError, TimeoutError
 if TYPE_CHECKING:
     from .app import Conveyor
 
-__all__ = ["AsyncResult", "EagerResult", "exception_from_meta"]
+__all__ = ["AsyncResult", "EagerResult", "GroupResult", "exception_from_meta"]
 
 R = TypeVar("R")
 
@@ -29,10 +31,33 @@ class AsyncResult(Generic[R]):
         self.id = id
         self.app = app
         self.task_name = task_name
+        self._parent: AsyncResult[Any] | None = None
 
     @property
     def task_id(self) -> str:
         return self.id
+
+    # the workflow around it -------------------------------------------------------
+    @property
+    def parent(self) -> AsyncResult[Any] | None:
+        """The result this task was sent after (the step before it in a chain): known
+        at once for a workflow sent here, else read from the stored ``parent_id``."""
+        if self._parent is None:
+            meta = self._meta()
+            if meta is not None and meta.parent_id:
+                self._parent = AsyncResult(meta.parent_id, self.app)
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: AsyncResult[Any] | None) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """The tasks this one sent (its callbacks, and calls made while it ran), as
+        stored with its result."""
+        meta = self._meta()
+        return [AsyncResult(child, self.app) for child in (meta.children or ())] if meta else []
 
     # reading ----------------------------------------------------------------------
     def _meta(self) -> ResultMeta | None:
@@ -167,6 +192,192 @@ class EagerResult(AsyncResult[R]):
 
     def forget(self) -> None:
         return None
+
+
+# How many member results GroupResult reads in one round trip.
+_WINDOW = 1000
+
+
+class GroupResult(AsyncResult[list[Any]]):
+    """The results of a group's tasks, in order; ``get()`` returns their values.
+
+    Waiting is pushed, as for one task: ``get()`` reads the finished members a window
+    at a time (one round trip each) and blocks on one not finished yet.
+    Members may be groups themselves (a group of groups, a chord with a group body).
+    """
+
+    def __init__(
+        self, id: str, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None
+    ) -> None:
+        super().__init__(id, app)
+        self.results: list[AsyncResult[Any]] = list(results)
+
+    def _meta(self) -> ResultMeta | None:
+        return None  # a group has no record of its own: its state is its members'
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        return self.results
+
+    # state ------------------------------------------------------------------------
+    def _metas(self) -> list[ResultMeta | None]:
+        return _read_metas(self.app, self.results)
+
+    def _count(self, statuses: frozenset[str], nested: Callable[[GroupResult], bool]) -> int:
+        return sum(
+            nested(result) if isinstance(result, GroupResult) else (
+                meta is not None and meta.status in statuses
+            )
+            for result, meta in zip(self.results, self._metas(), strict=True)
+        )
+
+    def ready(self) -> bool:
+        return self._count(states.READY_STATES, GroupResult.ready) == len(self.results)
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many of the tasks succeeded."""
+        return self._count(_SUCCESS, GroupResult.successful)
+
+    def successful(self) -> bool:
+        return self.completed_count() == len(self.results)
+
+    def failed(self) -> bool:
+        return self._count(states.PROPAGATE_STATES, GroupResult.failed) > 0
+
+    @property
+    def state(self) -> str:
+        """SUCCESS when every task succeeded, FAILURE as soon as one failed, else PENDING."""
+        if self.successful():
+            return states.SUCCESS
+        return states.FAILURE if self.failed() else states.PENDING
+
+    status = state
+
+    # waiting ----------------------------------------------------------------------
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,  # accepted for Celery compatibility; waiting is pushed
+        disable_sync_subtasks: bool = True,
+    ) -> list[Any]:
+        """Wait for every task and return their results in order. With ``propagate``
+        the first failure found is raised (without waiting for the rest); else failed
+        tasks give their exception in their place."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        metas = self._collect(deadline, propagate)
+        values: list[Any] = []
+        for result, meta in zip(self.results, metas, strict=True):
+            if isinstance(result, GroupResult):
+                values.append(result.get(_left(deadline), propagate))
+            else:
+                assert meta is not None
+                values.append(_outcome(meta, propagate))
+        return values
+
+    join = get
+    join_native = get
+    wait = get
+
+    def _collect(self, deadline: float | None, propagate: bool) -> list[ResultMeta | None]:
+        results = self.results
+        metas = [r._eager_meta if isinstance(r, EagerResult) else None for r in results]
+        pending = [i for i, r in enumerate(results) if not isinstance(r, _LOCAL)]
+        while pending:
+            window, rest = pending[:_WINDOW], pending[_WINDOW:]
+            unfinished = []
+            found = _read_metas(self.app, [results[i] for i in window])
+            for i, meta in zip(window, found, strict=True):
+                if meta is None or meta.status not in states.READY_STATES:
+                    unfinished.append(i)
+                    continue
+                if propagate and meta.status in states.PROPAGATE_STATES:
+                    raise exception_from_meta(meta)
+                metas[i] = meta
+            pending = unfinished + rest
+            if unfinished:
+                left = _left(deadline)
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"group {self.id}: {len(pending)} of {len(results)} tasks not ready "
+                        "in time"
+                    )
+                # Tasks end roughly in the order sent: waiting for the last unfinished
+                # one of the window finds the rest done, one round trip per window.
+                self.app.backend.wait(results[unfinished[-1]].id, left)
+        return metas
+
+    # acting on every task ---------------------------------------------------------
+    def _leaves(self) -> list[AsyncResult[Any]]:
+        out: list[AsyncResult[Any]] = []
+        for result in self.results:
+            out.extend(result._leaves() if isinstance(result, GroupResult) else (result,))
+        return out
+
+    def revoke(
+        self,
+        connection: object = None,
+        terminate: bool = False,
+        signal: str | int = "SIGTERM",
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke every task of the group in one command; ``wait`` blocks until all are
+        in a final state."""
+        self.app.control.revoke(
+            [r.id for r in self._leaves()], terminate=terminate, signal=signal
+        )
+        if wait:
+            self.get(timeout=timeout, propagate=False)
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[AsyncResult[Any]]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult[Any]:
+        return self.results[index]
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+_SUCCESS = frozenset({states.SUCCESS})
+# Members whose state is not one record in the backend.
+_LOCAL = (EagerResult, GroupResult)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _read_metas(app: Conveyor, results: Sequence[AsyncResult[Any]]) -> list[ResultMeta | None]:
+    """Each result's current record; those in the backend in one round trip per window."""
+    metas = [r._eager_meta if isinstance(r, EagerResult) else None for r in results]
+    remote = [i for i, r in enumerate(results) if not isinstance(r, _LOCAL)]
+    for start in range(0, len(remote), _WINDOW):
+        chunk = remote[start : start + _WINDOW]
+        raws = app.backend.get_many([results[i].id for i in chunk])
+        for i, raw in zip(chunk, raws, strict=True):
+            metas[i] = decode_meta(raw) if raw is not None else None
+    return metas
+
+
+def _outcome(meta: ResultMeta, propagate: bool) -> Any:
+    if meta.status in states.PROPAGATE_STATES:
+        exc = exception_from_meta(meta)
+        if propagate:
+            raise exc
+        return exc
+    return meta.result
 
 
 def _value(meta: ResultMeta) -> Any:

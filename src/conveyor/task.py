@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 from . import states
 from .backends.base import ResultMeta, encode_meta
 from .exceptions import MaxRetriesExceededError, Retry
+from .flow import KeySpec, call_key
 from .message import Envelope, encode_envelope
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from .app import Conveyor
+    from .canvas import Signature, chunks
 
 __all__ = ["Context", "Task", "current_request"]
 
@@ -52,6 +54,11 @@ class Context:
     called_directly: bool = True
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    # Workflows (canvas.py): the signatures to send after it, and its chord, as sent.
+    callbacks: list[dict[str, Any]] | None = None
+    errbacks: list[dict[str, Any]] | None = None
+    chord: dict[str, Any] | None = None
+    children: list[str] | None = None  # ids of the tasks it sent while running
 
 
 _local = threading.local()
@@ -109,6 +116,11 @@ class Task(Generic[P, R]):
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
+    # Flow control across all workers (conveyor/flow.py says how each is read).
+    concurrency_limit: int | None = None
+    concurrency_key: KeySpec = None
+    idempotency_key: KeySpec = None
+    idempotency_window: float | None = None
 
     def __init__(
         self,
@@ -174,14 +186,27 @@ class Task(Generic[P, R]):
         ignore_result: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float | None = None,
+        link: Any = None,
+        link_error: Any = None,
         **options: Any,
     ) -> AsyncResult[R]:
         """Send the task with options. ``countdown`` and ``eta`` hold it in the broker
-        until due; ``expires`` (seconds or a datetime) revokes it if it starts later."""
+        until due; ``expires`` (seconds or a datetime) revokes it if it starts later.
+        A second send with the same ``idempotency_key`` within ``idempotency_window``
+        seconds sends nothing and returns the first send's result.
+        ``link``/``link_error``: signatures to send with its result when it succeeds, or
+        to call once when it fails for good (see :mod:`conveyor.canvas`)."""
         app = self.app
         conf = app.conf.raw
         if conf["task_always_eager"]:
-            return self.apply(args, kwargs, task_id=task_id, headers=headers)
+            result = self.apply(args, kwargs, task_id=task_id, headers=headers)
+            if link is not None or link_error is not None:
+                from .canvas import apply_eager_links
+
+                apply_eager_links(result, link, link_error, app)
+            return result
         envelope = self._envelope(
             args,
             kwargs,
@@ -192,8 +217,26 @@ class Task(Generic[P, R]):
             ignore_result=ignore_result,
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
+            link=link,
+            link_error=link_error,
+            workflow=options,
         )
         body = encode_envelope(envelope, serializer or self.serializer or conf["task_serializer"])
+        if idempotency_key is None and self.idempotency_key:
+            idempotency_key = call_key(self, self.idempotency_key, envelope.args, envelope.kwargs)
+        if idempotency_key is not None:
+            window = idempotency_window or self.idempotency_window
+            first = app.broker.publish_unique(
+                queue or self.queue or app.route(self.name),
+                body,
+                key=f"{self.name}:{idempotency_key}",
+                task_id=envelope.id,
+                ttl=float(window or conf["task_idempotency_window"]),
+                priority=envelope.priority or 0,
+                countdown=countdown,
+                eta=_epoch(eta),
+            )
+            return AsyncResult(first or envelope.id, app, self.name)
         app.broker.publish(
             queue or self.queue or app.route(self.name),
             (body,),
@@ -239,6 +282,9 @@ class Task(Generic[P, R]):
         ignore_result: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        workflow: Mapping[str, Any] | None = None,
     ) -> Envelope:
         now = time.time()
         parent = current_request()
@@ -248,7 +294,7 @@ class Task(Generic[P, R]):
             if priority is None:
                 priority = self.app.conf.raw["task_default_priority"]
         expires_at = _epoch(expires, relative_to=now)
-        return Envelope(
+        envelope = Envelope(
             id=task_id,
             task=self.name,
             args=list(args) if args else [],
@@ -263,6 +309,13 @@ class Task(Generic[P, R]):
             sent_at=now,
             headers=dict(headers) if headers else {},
         )
+        if parent is not None and parent.id is not None:
+            if parent.children is None:
+                parent.children = []
+            parent.children.append(task_id)  # stored with its result: AsyncResult.children
+        if link is not None or link_error is not None or workflow:
+            _place(envelope, link, link_error, workflow)
+        return envelope
 
     # eager -------------------------------------------------------------------------
     def _run_with_autoretry(self, request: Context) -> R:
@@ -401,6 +454,10 @@ class Task(Generic[P, R]):
             soft_time_limit=request.soft_time_limit,
             sent_at=time.time(),
             headers=request.headers,
+            # The next attempt is the same step of the same workflow.
+            callbacks=request.callbacks,
+            errbacks=request.errbacks,
+            chord=request.chord,
         )
         app = self.app
         body = encode_envelope(envelope, self.serializer or app.conf.raw["task_serializer"])
@@ -450,8 +507,71 @@ class Task(Generic[P, R]):
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, self.app, self.name)
 
+    # signatures (conveyor.canvas) ----------------------------------------------------
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this call, to chain, group or send later: ``add.s(2, 2)``.
+        In a chain it receives the previous result as its first argument."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: in a chain, the previous result is not passed."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature[R]:
+        """A signature with sending options: ``add.signature((2, 2), countdown=10)``."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, **options)
+
+    subtask = signature
+
+    def map(self, it: Iterable[Any]) -> Signature[list[R]]:
+        """One message that calls this task on each item, in turn, in one worker."""
+        from .canvas import MAP, Signature
+
+        return Signature(MAP, (self.s().to_dict(), list(it)), app=self._app)
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature[list[R]]:
+        """As :meth:`map`, each item being the argument list of one call."""
+        from .canvas import STARMAP, Signature
+
+        return Signature(STARMAP, (self.s().to_dict(), [list(a) for a in it]), app=self._app)
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> chunks:
+        """The calls in ``it`` split in messages of ``n`` calls each, sent as a group:
+        ``add.chunks(zip(xs, ys), 100).apply_async().get()`` is a list of lists."""
+        from .canvas import chunks
+
+        return chunks(self.s(), it, n, app=self._app)
+
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+
+def _place(
+    envelope: Envelope, link: Any, link_error: Any, workflow: Mapping[str, Any] | None
+) -> None:
+    """Where a call sits in a workflow (canvas.py): its callbacks, and the ids that
+    place it (set by a chain, group or chord, and by a worker sending a callback)."""
+    if link is not None or link_error is not None:
+        from .canvas import signature_dicts
+
+        envelope.callbacks = signature_dicts(link)
+        envelope.errbacks = signature_dicts(link_error)
+    if workflow:
+        envelope.root_id = workflow.get("root_id") or envelope.root_id
+        envelope.parent_id = workflow.get("parent_id") or envelope.parent_id
+        envelope.group_id = workflow.get("group_id")
+        envelope.chord = workflow.get("chord")
 
 
 def _plain(value: Any) -> Any:

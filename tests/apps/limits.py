@@ -25,7 +25,9 @@ _client: redis.Redis | None = None
 def side() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["CONVEYOR_BROKER_URL"])
+        _client = redis.Redis.from_url(
+            os.environ.get("TEST_SIDE_URL") or os.environ["CONVEYOR_BROKER_URL"]
+        )
     return _client
 
 

@@ -4,6 +4,7 @@ starts can have its own: a short lease, task_track_started, a short result_expir
     TEST_LEASE_SECONDS     worker_lease_seconds
     TEST_TRACK_STARTED     task_track_started ("1" to turn it on)
     TEST_RESULT_EXPIRES    result_expires (seconds)
+    TEST_PREFETCH_RELEASE  worker_prefetch_release_seconds
 
 The broker comes from CONVEYOR_BROKER_URL, as in tests/apps/basic.py.
 """
@@ -25,6 +26,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "worker_lease_seconds": ("TEST_LEASE_SECONDS", float),
     "task_track_started": ("TEST_TRACK_STARTED", lambda value: value == "1"),
     "result_expires": ("TEST_RESULT_EXPIRES", float),
+    "worker_prefetch_release_seconds": ("TEST_PREFETCH_RELEASE", float),
 }
 for _name, (_variable, _kind) in _SETTINGS.items():
     if _variable in os.environ:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import pytest
@@ -13,12 +14,19 @@ from conveyor.exceptions import MaxRetriesExceededError
 
 from ..support import wait_for
 
+
+def _broker() -> str:
+    """The broker this test's app was pointed at (redis or sqlite: see the fixture)."""
+    return os.environ["CONVEYOR_BROKER_URL"]
+
+
 APP = "tests.apps.failures"
 
 
 @pytest.fixture
-def failures(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("CONVEYOR_BROKER_URL", redis_url)
+def failures(redis_url: str, worker_broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", worker_broker_url)
+    monkeypatch.setenv("TEST_SIDE_URL", redis_url)
     from tests.apps import failures as module
 
     module.app.close()
@@ -29,7 +37,7 @@ def failures(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_autoretry_backoff_grows_with_jitter_in_bounds(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    spawn_worker(APP, redis_url, "-c", "2")
+    spawn_worker(APP, _broker(), "-c", "2")
     result = failures.flaky.delay("k", 3)
     assert result.get(timeout=20) == 3
     r = redis.Redis.from_url(redis_url)
@@ -46,7 +54,7 @@ def test_autoretry_backoff_grows_with_jitter_in_bounds(
 def test_retry_raises_by_itself_and_waits_in_the_broker(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    spawn_worker(APP, redis_url, "-c", "1")
+    spawn_worker(APP, _broker(), "-c", "1")
     assert failures.retry_without_raise.delay("r").get(timeout=10) == "done"
     r = redis.Redis.from_url(redis_url)
     assert int(r.get("runs:r")) == 2
@@ -56,7 +64,7 @@ def test_retry_raises_by_itself_and_waits_in_the_broker(
 def test_retries_exhausted_fail_with_the_last_exception(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    spawn_worker(APP, redis_url, "-c", "1")
+    spawn_worker(APP, _broker(), "-c", "1")
     with pytest.raises(KeyError, match="last"):
         failures.always_retries.delay(True).get(timeout=10)
     with pytest.raises(MaxRetriesExceededError):
@@ -69,7 +77,7 @@ def test_retry_state_is_visible_between_attempts(
     result = failures.flaky.apply_async(("slow", 1))
     # no worker yet: pending
     assert result.state == states.PENDING
-    spawn_worker(APP, redis_url, "-c", "1")
+    spawn_worker(APP, _broker(), "-c", "1")
     wait_for(lambda: result.state in (states.RETRY, states.SUCCESS), 10, what="retry state")
     assert result.get(timeout=10) == 1
 
@@ -77,7 +85,7 @@ def test_retry_state_is_visible_between_attempts(
 def test_progress_is_readable_while_the_task_runs(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    spawn_worker(APP, redis_url, "-c", "1")
+    spawn_worker(APP, _broker(), "-c", "1")
     result = failures.progress.delay("p")
     r = redis.Redis.from_url(redis_url)
     wait_for(lambda: r.exists("progress-set:p"), 10, what="progress")
@@ -92,7 +100,7 @@ def test_progress_is_readable_while_the_task_runs(
 def test_a_task_that_kills_its_worker_is_dead_lettered_after_max_deliveries(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    worker = spawn_worker(APP, redis_url, "-c", "1", env={"TEST_MAX_DELIVERIES": "3"})
+    worker = spawn_worker(APP, _broker(), "-c", "1", env={"TEST_MAX_DELIVERIES": "3"})
     result = failures.poison.delay("x")
     with pytest.raises(Exception, match="delivered 4 times"):
         result.get(timeout=30)
@@ -108,7 +116,7 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_after_max_deliveries(
 def test_signals_fire_in_the_worker_with_celery_arguments(
     failures: Any, redis_url: str, spawn_worker: Any
 ) -> None:
-    spawn_worker(APP, redis_url, "-c", "1")
+    spawn_worker(APP, _broker(), "-c", "1")
     result = failures.quick.delay(5)
     assert result.get(timeout=10) == 5
     r = redis.Redis.from_url(redis_url)

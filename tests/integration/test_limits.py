@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -13,13 +14,20 @@ from conveyor.exceptions import TaskRevokedError, WorkerLostError
 
 from ..support import wait_for
 
+
+def _broker() -> str:
+    """The broker this test's app was pointed at (redis or sqlite: see the fixture)."""
+    return os.environ["CONVEYOR_BROKER_URL"]
+
+
 APP = "tests.apps.limits"
 POOLS = [("prefork", "2"), ("threads", "2"), ("solo", "1")]
 
 
 @pytest.fixture
-def limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("CONVEYOR_BROKER_URL", redis_url)
+def limits(redis_url: str, worker_broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", worker_broker_url)
+    monkeypatch.setenv("TEST_SIDE_URL", redis_url)
     from tests.apps import limits as module
 
     module.app.close()
@@ -28,7 +36,7 @@ def limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _worker(spawn_worker: Any, redis_url: str, pool: str, concurrency: str, **kw: Any) -> Any:
-    return spawn_worker(APP, redis_url, "-P", pool, "-c", concurrency, **kw)
+    return spawn_worker(APP, _broker(), "-P", pool, "-c", concurrency, **kw)
 
 
 @pytest.mark.parametrize(("pool", "concurrency"), POOLS)

@@ -34,8 +34,8 @@ def conveyor(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def basic(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("CONVEYOR_BROKER_URL", redis_url)
+def basic(worker_broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", worker_broker_url)
     from tests.apps import basic as module
 
     module.app.close()
@@ -43,7 +43,8 @@ def basic(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return module
 
 
-def test_revoke_command(basic: Any, redis_url: str, spawn_worker: Any) -> None:
+def test_revoke_command(basic: Any, worker_broker_url: str, spawn_worker: Any) -> None:
+    redis_url = worker_broker_url
     result = basic.add.delay(1, 2)
     out = conveyor(redis_url, "revoke", result.id)
     assert out.returncode == 0, out.stderr
@@ -54,7 +55,8 @@ def test_revoke_command(basic: Any, redis_url: str, spawn_worker: Any) -> None:
     assert result.state == states.REVOKED
 
 
-def test_dlq_list_show_replay_purge(basic: Any, redis_url: str, spawn_worker: Any) -> None:
+def test_dlq_list_show_replay_purge(basic: Any, worker_broker_url: str, spawn_worker: Any) -> None:
+    redis_url = worker_broker_url
     broker = basic.app.broker
     good = Envelope(id="replayed-task", task="tests.apps.basic.add", args=[20, 22])
     broker.dead_letter(encode_envelope(good), "celery", "parked by hand")

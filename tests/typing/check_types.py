@@ -6,7 +6,7 @@ fails the check if one of them stops being one.
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, assert_type
 
 from conveyor import AsyncResult, Celery, Conveyor, Task
 
@@ -40,3 +40,27 @@ greet.delay(name=3)  # type: ignore[arg-type]
 bound.delay(1)  # type: ignore[arg-type]
 
 celery_app: Conveyor = Celery("same-class")
+
+# Scheduling and flow control (issue 6).
+from conveyor.schedules import crontab  # noqa: E402
+
+
+@app.task(rate_limit="10/s", concurrency_limit=2, concurrency_key="customer_id")
+def sync(customer_id: int) -> None: ...
+
+
+app.conf.beat_schedule = {"nightly": {"task": "typed.add", "schedule": crontab(minute=0, hour=3)}}
+assert_type(app.add_periodic_task(10.0, add, args=(1, 2), name="add every 10"), str)
+assert_type(add.apply_async((1, 2), idempotency_key="charge-1"), AsyncResult[int])
+crontab(minute=1.5)  # type: ignore[arg-type]
+
+# Workflows (issue 5).
+from conveyor import GroupResult, Signature, chain, chord, group  # noqa: E402
+
+assert_type(add.s(1), Signature[int])
+assert_type(add.si(1, 2).delay().get(), int)
+assert_type(add.s(1, 2).freeze(), AsyncResult[int])
+assert_type(group(add.s(i, i) for i in range(3)).apply_async(), GroupResult)
+assert_type(chain(add.s(1, 2), add.s(3)).apply_async(), AsyncResult[Any])
+add.s(1).link("not a signature")  # type: ignore[arg-type]
+chord([add.s(1, 1)], add.s(2)).apply_async(link=add.s(3))

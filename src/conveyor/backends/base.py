@@ -10,13 +10,24 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..message import has_non_finite
 
-__all__ = ["ResultBackend", "ResultMeta", "decode_meta", "encode_meta"]
+if TYPE_CHECKING:
+    from ..brokers.base import ResultWrite
+
+__all__ = [
+    "ChordBody",
+    "ChordSpec",
+    "ResultBackend",
+    "ResultMeta",
+    "decode_meta",
+    "encode_meta",
+]
 
 
 class ResultMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -64,6 +75,28 @@ def decode_meta(data: bytes) -> ResultMeta:
     return _decoder.decode(data)
 
 
+@dataclass(frozen=True, slots=True)
+class ChordBody:
+    """The message that starts a chord's body (the join task), and where it goes."""
+
+    body: bytes
+    queue: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChordSpec:
+    """A chord, recorded before its header is sent: the ids of the header tasks it
+    waits for, in order, and the message to queue when the last one is stored.
+    ``enqueue``: the broker lives in this backend's store, so the backend queues the
+    body itself, in the same atomic step as the last count (exactly once)."""
+
+    id: str
+    members: list[str]
+    body: ChordBody
+    enqueue: bool = False
+
+
 class ResultBackend(ABC):
     url: str
 
@@ -86,6 +119,23 @@ class ResultBackend(ABC):
 
     @abstractmethod
     def forget(self, task_id: str) -> None: ...
+
+    # chords: the join is the backend's, atomic, never polled (docs/architecture.md) -----
+    def chord_start(self, spec: ChordSpec) -> None:
+        """Record a chord before its header tasks are sent (again: harmless)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support chords")
+
+    def chord_part(self, chord_id: str, write: ResultWrite) -> ChordBody | None:
+        """Store a header task's final state and count it toward its chord, in one
+        atomic step, counting each task id once however often it is stored (retries,
+        redeliveries). Returns the body message when this step completed the chord and
+        the caller must send it; None when the chord is not complete, was completed
+        before, or the backend queued the body itself (``spec.enqueue``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support chords")
+
+    def chord_members(self, chord_id: str) -> list[str] | None:
+        """The header task ids of a recorded chord, in order (None: unknown)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support chords")
 
     @abstractmethod
     def close(self) -> None: ...

@@ -5,24 +5,35 @@ with ``BLMOVE key key`` (the element moves onto the same list, so it stays), whi
 answers the moment the worker's RPUSH lands: a push, no polling, one round trip.
 Interim states (RECEIVED, STARTED, PROGRESS, RETRY) live in ``<p>:state:<id>``. Every
 key carries the ``result_expires`` TTL.
+
+Chords: ``chord_part.lua`` stores a header task's result, adds its id to the chord's
+done set and, when that completes the set, queues the body on the broker's list, all
+in one script (see docs/architecture.md, "Workflows").
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ..brokers._redis import load_script, pool_from_url
 from ..brokers.base import ResultWrite
 from ..brokers.keys import RedisKeys
-from .base import ResultBackend
+from .base import ChordBody, ChordSpec, ResultBackend
 
 __all__ = ["RedisBackend"]
 
+logger = logging.getLogger("conveyor.backend")
+
 STORE = load_script("conveyor.backends", "store_result")
+CHORD_PART = load_script("conveyor.backends", "chord_part")
 
 # Longest single blocking wait; redis-py's default socket timeout is 5 s.
 _SLICE = 2.0
@@ -33,9 +44,16 @@ class RedisBackend(ResultBackend):
         self.url = url
         self.keys = RedisKeys(key_prefix)
         self.ttl_ms = max(1, int(expires * 1000))
-        self.pool = pool_from_url(url)
+        # Every backend command is a read or an idempotent write, so a connection that
+        # died with a Redis restart is simply retried on a fresh one.
+        self.pool = pool_from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
         self.client = redis.Redis(connection_pool=self.pool)
         self._store = self.client.register_script(STORE.source)
+        self._chord_part = self.client.register_script(CHORD_PART.source)
         self.scripts = (STORE,)  # loaded on a co-located broker's connections
 
     def store_command(self, write: ResultWrite) -> tuple[Any, ...]:
@@ -53,6 +71,51 @@ class RedisBackend(ResultBackend):
             )
         else:
             self.client.set(self.keys.state(task_id), payload, px=self.ttl_ms)
+
+    # chords ---------------------------------------------------------------------------
+    def chord_start(self, spec: ChordSpec) -> None:
+        keys = self.keys
+        body = spec.body
+        fields: dict[Any, Any] = {
+            "size": len(spec.members),
+            "members": json.dumps(spec.members),
+            "body": body.body,
+            "queue": body.queue,
+            "priority": body.priority,
+        }
+        if spec.enqueue:  # the broker's lists are in this Redis: the script queues the body
+            fields["list"] = keys.level(body.queue, body.priority)
+            fields["wake"] = keys.wake(body.queue)
+            fields["queues"] = keys.queues
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(keys.chord(spec.id), mapping=fields)
+        pipe.pexpire(keys.chord(spec.id), self.ttl_ms)
+        pipe.execute()
+
+    def chord_part(self, chord_id: str, write: ResultWrite) -> ChordBody | None:
+        keys = self.keys
+        reply = self._chord_part(
+            keys=[
+                keys.result(write.task_id),
+                keys.state(write.task_id),
+                keys.chord(chord_id),
+                keys.chord_done(chord_id),
+            ],
+            args=[write.payload, self.ttl_ms, write.task_id],
+        )
+        if isinstance(reply, list):
+            body, queue, priority = reply
+            return ChordBody(bytes(body), queue.decode(), int(priority))
+        if reply == -1:
+            logger.warning("chord %s unknown (expired?): %s not counted", chord_id, write.task_id)
+        return None
+
+    def chord_members(self, chord_id: str) -> list[str] | None:
+        raw = self.client.hget(self.keys.chord(chord_id), "members")
+        if raw is None:
+            return None
+        members: list[str] = json.loads(raw)
+        return members
 
     def get(self, task_id: str) -> bytes | None:
         pipe = self.client.pipeline(transaction=False)

@@ -121,10 +121,13 @@ class RedisLink:
         self._unconfirmed.extend(commands)
 
     def drain(self) -> None:
-        """Read the replies of everything sent so far; log (never raise) error replies."""
-        if not self._unconfirmed or self._conn is None:
+        """Read the replies of everything sent so far; log (never raise) error replies.
+
+        After a dropped connection this reconnects first, which sends the unconfirmed
+        commands again: acks and results are never lost to a Redis restart."""
+        if not self._unconfirmed:
             return
-        conn = self._conn
+        conn = self._connection()
         try:
             while self._unconfirmed:
                 try:

@@ -227,6 +227,78 @@ class Broker(ABC):
         """The live revocations when they changed since ``known_version``, else None."""
         return None
 
+    # scheduling and flow control (beat, rate and concurrency limits, unique sends) ----
+    # Implemented by a mixin per broker (redis_flow.py, sqlite_flow.py, memory_flow.py);
+    # docs/architecture.md, "Scheduling and flow control", says how each one works.
+    def hold_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lease ``name`` for ``ttl`` seconds, or renew it when ``owner`` already
+        holds it (compare-and-set). False while another owner's lease has not expired."""
+        raise NotImplementedError(f"{type(self).__name__} has no leases")
+
+    def drop_lease(self, name: str, owner: str) -> None:
+        """Give the lease up at once, if ``owner`` holds it."""
+        raise NotImplementedError(f"{type(self).__name__} has no leases")
+
+    def lease_owner(self, name: str) -> str | None:
+        """Who holds the lease ``name`` now (None: nobody)."""
+        raise NotImplementedError(f"{type(self).__name__} has no leases")
+
+    def schedule_state(self, names: Sequence[str]) -> dict[str, float]:
+        """The last tick (epoch seconds) beat recorded for each named entry that has one."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no schedule state")
+
+    def record_schedule_state(self, ticks: dict[str, float]) -> None:
+        """Record the last tick of periodic entries (entry name -> epoch seconds)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no schedule state")
+
+    def publish_unique(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        key: str,
+        task_id: str,
+        ttl: float,
+        priority: int = 0,
+        countdown: float | None = None,
+        eta: float | None = None,
+    ) -> str | None:
+        """Publish ``body`` unless ``key`` was claimed in the last ``ttl`` seconds; the
+        claim and the publish are one atomic step. Returns None when it was published,
+        else the task id of the send that holds the key (nothing is published)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot publish uniquely")
+
+    def acquire_rate(self, name: str, per_second: float, reservation: str) -> float:
+        """Take a start slot of the rate limit ``name`` (GCRA with a burst of one).
+
+        Returns 0 to start now, else the seconds until the slot reserved for
+        ``reservation`` (a task id). When that message comes back and asks again, its
+        reserved slot is honoured (0) without taking another one."""
+        raise NotImplementedError(f"{type(self).__name__} has no rate limiter")
+
+    def set_rate_limit(self, name: str, rate: str | None) -> None:
+        """Store a run-time rate limit for task ``name`` (None removes it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no rate limiter")
+
+    def rate_limits(self) -> dict[str, str]:
+        """The run-time rate limits: task name -> rate string ("0" = unlimited)."""
+        raise NotImplementedError(f"{type(self).__name__} has no rate limiter")
+
+    def acquire_slot(self, key: str, limit: int, consumer_id: str, tag: str) -> bool:
+        """Take one of ``limit`` running slots of ``key`` for the delivery ``tag`` of
+        ``consumer_id``. A slot is held only while that consumer's lease lives and (when
+        ``tag`` is not empty) the delivery is still leased to it, so a slot is never
+        leaked by a dead worker or a lost release. False when all are taken."""
+        raise NotImplementedError(f"{type(self).__name__} has no concurrency slots")
+
+    def release_slot(self, key: str, consumer_id: str, tag: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no concurrency slots")
+
+    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
+        """Give a leased message that did not start back to its queue, due in ``delay``
+        seconds (like an ETA), in one atomic step; it does not count as a delivery."""
+        raise NotImplementedError(f"{type(self).__name__} cannot defer deliveries")
+
     def colocated_with(self, backend: object) -> bool:
         """True when this broker can store ``backend``'s results in its ack."""
         return False

@@ -78,6 +78,15 @@ class RedisKeys:
         """String holding a task's interim meta (RECEIVED, STARTED, RETRY, custom)."""
         return f"{self.prefix}:state:{task_id}"
 
+    def chord(self, chord_id: str) -> str:
+        """Hash describing a chord: size, members (JSON ids in order), the body message,
+        and where to queue it (queue, level list key, wake key) when the broker is here."""
+        return f"{self.prefix}:chord:{chord_id}"
+
+    def chord_done(self, chord_id: str) -> str:
+        """Set of a chord's header task ids whose final result is stored (SCARD = count)."""
+        return f"{self.prefix}:chord:{chord_id}:done"
+
     # revocation ---------------------------------------------------------------------------
     @property
     def revoked(self) -> str:
@@ -93,3 +102,34 @@ class RedisKeys:
     def revoked_version(self) -> str:
         """Counter bumped by every revoke, so workers re-read the set only when it changed."""
         return f"{self.prefix}:revoked:version"
+
+    # scheduling and flow control -----------------------------------------------------------
+    def lease(self, name: str) -> str:
+        """String holding the owner of a named lease (beat's leader), expiring with it."""
+        return f"{self.prefix}:lease:{name}"
+
+    @property
+    def schedule_state(self) -> str:
+        """Hash periodic entry name -> its last tick (epoch seconds), written by beat."""
+        return f"{self.prefix}:beat:last"
+
+    def unique(self, key: str) -> str:
+        """String holding the id of the first task sent with an idempotency key (TTL)."""
+        return f"{self.prefix}:unique:{key}"
+
+    def rate(self, name: str) -> str:
+        """String: the GCRA theoretical arrival time (ms) of a task's rate limit."""
+        return f"{self.prefix}:rate:{name}"
+
+    def rate_hold(self, task_id: str) -> str:
+        """String set while a deferred message holds a reserved rate-limit slot."""
+        return f"{self.prefix}:ratehold:{task_id}"
+
+    @property
+    def rate_limits(self) -> str:
+        """Hash task name -> rate string set at run time (``app.control.rate_limit``)."""
+        return f"{self.prefix}:ratelimits"
+
+    def slots(self, key: str) -> str:
+        """Set of the holders ("<consumer>\\n<tag>") of a concurrency limit's slots."""
+        return f"{self.prefix}:slots:{key}"

@@ -37,6 +37,7 @@ from .base import (
     Revocations,
 )
 from .keys import RedisKeys
+from .redis_flow import RedisFlowControl
 
 if TYPE_CHECKING:
     from ..backends.base import ResultBackend
@@ -85,7 +86,7 @@ def _level(priority: int | None) -> str:
     return str(priority)
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisFlowControl, Broker):
     def __init__(
         self, url: str, *, key_prefix: str = "conveyor", backend_url: str | None = None
     ) -> None:

@@ -59,6 +59,7 @@ def cli(
     \b
     Examples:
       conveyor -A proj.tasks worker --loglevel=info -c 4 -Q default,emails
+      conveyor -A proj.tasks beat --loglevel=info
       conveyor -A proj.tasks call proj.tasks.add --args '[2, 3]'
       conveyor -A proj.tasks status
       conveyor demo
@@ -67,9 +68,10 @@ def cli(
 
 
 def _register_commands() -> None:
-    from . import commands, demo, operations, worker
+    from . import beat, commands, demo, operations, worker
 
     cli.add_command(worker.worker)
+    cli.add_command(beat.beat)
     cli.add_command(demo.demo)
     for command in (*commands.COMMANDS, *operations.COMMANDS):
         cli.add_command(command)

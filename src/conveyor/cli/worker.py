@@ -68,6 +68,13 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
     metavar="SECONDS",
     help="On SIGTERM, how long running tasks may take before a cold stop. [default: 30]",
 )
+@click.option(
+    "-B",
+    "--beat",
+    is_flag=True,
+    help="Also run beat (periodic tasks), in a child process. Safe on several workers: "
+    "one beat leads.",
+)
 @click.pass_obj
 def worker(
     obj: AppContext,
@@ -80,6 +87,7 @@ def worker(
     max_memory_per_child: int | None,
     prefetch_multiplier: int | None,
     shutdown_timeout: float | None,
+    beat: bool,
 ) -> None:
     """Start a worker that consumes tasks from the broker and runs them."""
     setup_logging(loglevel)
@@ -97,5 +105,6 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         prefetch_multiplier=prefetch_multiplier,
         app_label=obj.spec,
+        beat=beat,
     )
     sys.exit(runner.start())

@@ -20,18 +20,29 @@ import msgspec
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..brokers.base import Delivery, ResultWrite
-from ..exceptions import ContentDisallowed, MessageError, Retry, TaskRevokedError
+from ..exceptions import (
+    ConfigurationError,
+    ContentDisallowed,
+    MessageError,
+    Retry,
+    TaskRevokedError,
+)
 from ..message import Envelope, decode_envelope
 from ..serializers import accepted
 from ..task import Context, Task, pop_request, push_request
+from .flow import FlowGate
 from .hooks import WorkerHooks
 from .revocations import RevocationCache
+from .workflow import Workflow, in_workflow
 
 if TYPE_CHECKING:
     from ..app import Conveyor
     from ..brokers.base import Broker
 
-__all__ = ["Executor", "Outcome"]
+__all__ = ["DEFERRED", "Executor", "Outcome"]
+
+# Not a task state: the flow gate gave the message back to the broker for later.
+DEFERRED = "DEFERRED"
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -53,8 +64,11 @@ class Executor:
         hostname: str,
         store_interim: Callable[[ResultWrite], None],
         revocations: RevocationCache | None = None,
+        consumer_id: str = "",
     ) -> None:
         self.app = app
+        self.gate = FlowGate(app, broker, consumer_id)
+        self.workflow = Workflow(app, broker)  # callbacks, errbacks, chords (canvas.py)
         self.revocations = revocations if revocations is not None else RevocationCache()
         self.store_interim = store_interim
         self.broker = broker
@@ -97,6 +111,9 @@ class Executor:
             called_directly=False,
             time_limit=envelope.time_limit,
             soft_time_limit=envelope.soft_time_limit,
+            callbacks=envelope.callbacks,
+            errbacks=envelope.errbacks,
+            chord=envelope.chord,
         )
         if envelope.task not in self.app.tasks:
             return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
@@ -108,6 +125,14 @@ class Executor:
                 f"delivered {delivery.deliveries} times and its worker died each time "
                 f"(task_max_deliveries={self.max_deliveries})",
             )
+        if self.gate.watches(envelope.task):
+            # Rate and concurrency limits: a task that may not start now goes back to
+            # the broker for later instead of holding this slot (worker/flow.py).
+            try:
+                if not self.gate.admit(self.app.tasks[envelope.task], envelope, delivery):
+                    return Outcome(None, DEFERRED)
+            except ConfigurationError as exc:
+                return self._reject(delivery, request, str(exc))
         if self._wants["task_received"]:
             self.hooks.emit("task_received", request=request, delivery=delivery)
         return envelope, request
@@ -146,8 +171,15 @@ class Executor:
             return self._failed(request, exc, time.perf_counter() - started, store)
         finally:
             pop_request()
+            self.gate.finished()
         runtime = time.perf_counter() - started
         self.hooks.emit("task_succeeded", request=request, result=value, runtime=runtime)
+        return self._succeeded(envelope, request, value, store)
+
+    def _succeeded(self, envelope: Envelope, request: Context, value: Any, store: bool) -> Outcome:
+        if in_workflow(request):
+            self.workflow.succeeded(request, value, store)  # stores it, then sends
+            return Outcome(None, states.SUCCESS)
         if not store:
             return Outcome(None, states.SUCCESS)
         meta = ResultMeta(
@@ -158,6 +190,7 @@ class Executor:
             name=envelope.task,
             retries=envelope.retries,
             parent_id=envelope.parent_id,
+            children=request.children,
         )
         return Outcome(ResultWrite(envelope.id, encode_meta(meta), True), states.SUCCESS)
 
@@ -181,6 +214,10 @@ class Executor:
     def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
         tb = traceback_module.format_exc()
         self.hooks.emit("task_failed", request=request, exc=exc, traceback=tb, runtime=runtime)
+        if in_workflow(request):
+            write = self._error_write(request, states.FAILURE, exc, tb)
+            self.workflow.failed(request, write, exc, tb, store)
+            return Outcome(None, states.FAILURE)
         if not store:
             return Outcome(None, states.FAILURE)
         return Outcome(self._error_write(request, states.FAILURE, exc, tb), states.FAILURE)
@@ -203,9 +240,13 @@ class Executor:
             terminated=reason == "terminated",
             expired=reason == "expired",
         )
+        exc = TaskRevokedError(f"task {request.id} {_REVOKED_TEXT.get(reason, reason)}")
+        if in_workflow(request):
+            write = self._error_write(request, states.REVOKED, exc, None)
+            self.workflow.failed(request, write, exc, None, store)
+            return Outcome(None, states.REVOKED)
         if not store:
             return Outcome(None, states.REVOKED)
-        exc = TaskRevokedError(f"task {request.id} {_REVOKED_TEXT.get(reason, reason)}")
         return Outcome(self._error_write(request, states.REVOKED, exc, None), states.REVOKED)
 
     def _reject(self, delivery: Delivery, request: Context | None, reason: str) -> Outcome:
@@ -214,7 +255,11 @@ class Executor:
         if request is None or request.id is None:
             return Outcome(None, states.REJECTED)
         exc = MessageError(reason)
-        return Outcome(self._error_write(request, states.REJECTED, exc, None), states.REJECTED)
+        write = self._error_write(request, states.REJECTED, exc, None)
+        if in_workflow(request):
+            self.workflow.failed(request, write, exc, None, True)
+            return Outcome(None, states.REJECTED)
+        return Outcome(write, states.REJECTED)
 
     def _error_write(
         self, request: Context, status: str, exc: BaseException, tb: str | None

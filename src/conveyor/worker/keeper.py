@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
-from ..brokers.base import Delivery
+from ..brokers.base import Delivery, ResultWrite
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .timelimits import GRACE_SECONDS, Deadlines, raise_in_thread
+from .workflow import settle_failure
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -146,15 +147,20 @@ class LeaseKeeper(threading.Thread):
             task_id,
             deadlines.hard_limit,
         )
+        text = f"time limit ({deadlines.hard_limit:g}s) exceeded"
         meta = ResultMeta(
             task_id=task_id,
             status=states.FAILURE,
             exc_type="conveyor.exceptions.TimeLimitExceeded",
-            exc_args=[f"time limit ({deadlines.hard_limit:g}s) exceeded"],
+            exc_args=[text],
             date_done=time.time(),
             worker=loop.hostname,
         )
-        self.app.backend.store(task_id, encode_meta(meta), True)
+        write = ResultWrite(task_id, encode_meta(meta), True)
+        # A workflow step: fail what follows and count its chord, as the executor would.
+        exc = TimeLimitExceeded(text)
+        if not settle_failure(self.app, self.app.broker, delivery.body, write, exc):
+            self.app.backend.store(task_id, write.payload, True)
         self.app.broker.discard(loop.consumer_id, [delivery.tag])
         if loop.alarm is not None:
             # solo: the main thread cannot be taken back from the task; leave so the

@@ -128,7 +128,9 @@ class ConsumeLoop:
                         self._consumer.recover(self._known_tags())
                 except TRANSIENT as exc:
                     logger.warning("broker connection lost (%s); retrying in %.1fs", exc, backoff)
-                    self._drop_consumer()
+                    # Keep the consumer: its unconfirmed acks are sent again when it
+                    # reconnects; only then are unknown leases given back (_cycle).
+                    self._recover = True
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
@@ -150,7 +152,13 @@ class ConsumeLoop:
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
             self._executor = Executor(
-                app, app.broker, self.hooks, self.hostname, self._store_interim, self.revocations
+                app,
+                app.broker,
+                self.hooks,
+                self.hostname,
+                self._store_interim,
+                self.revocations,
+                consumer_id=self.consumer_id,
             )
             self._carries = consumer.carries_results
             # Tracking STARTED also records RECEIVED when a message is leased (Celery only
@@ -173,8 +181,18 @@ class ConsumeLoop:
                 self._consumer.close()
             self._consumer = None
 
+    _recover = False
+
     def _cycle(self) -> None:
         consumer = self._open()
+        if self._recover:
+            consumer.flush()  # reconnect; resend acks and results whose reply was lost
+            recovered = consumer.recover(self._known_tags())
+            self._recover = False
+            logger.warning(
+                "broker connection restored%s",
+                f"; gave back {recovered} leases whose fetch reply was lost" if recovered else "",
+            )
         if not self.buffer:
             deliveries = consumer.fetch(self.prefetch, timeout=1.0)
             self.buffer.extend(deliveries)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..exceptions import ConfigurationError
 from .hooks import WorkerHooks
 from .identity import expand_hostname
 from .logs import LoggingListener
@@ -40,13 +41,20 @@ class Worker:
         max_memory_per_child: int | None = None,
         prefetch_multiplier: int | None = None,
         app_label: str | None = None,
+        beat: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
+        self.beat = beat  # -B: run beat too, in a child process (worker/beat.py)
         self.app_label = app_label or app.main
         self.pool = pool or conf.worker_pool
         if self.pool not in POOLS:
             raise ValueError(f"unknown pool {self.pool!r}: expected one of {', '.join(POOLS)}")
+        if self.pool == "prefork" and app.broker_url.startswith("memory:"):
+            raise ConfigurationError(
+                "the memory:// broker lives inside one process, so prefork children would "
+                "each see their own: use -P threads or -P solo with it"
+            )
         self.queues = list(queues or [conf.task_default_queue])
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         self.hostname = expand_hostname(hostname)
@@ -93,10 +101,20 @@ class Worker:
             return Supervisor(self, self.concurrency).run()
         from .pools import run_in_process
 
+        embedded = None
+        if self.beat:
+            from .beat import EmbeddedBeat
+
+            embedded = EmbeddedBeat(self.app)
+            embedded.start()  # before any thread of ours exists
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         threads = 0 if self.pool == "solo" else self.concurrency
-        return run_in_process(self, threads)
+        try:
+            return run_in_process(self, threads)
+        finally:
+            if embedded is not None:
+                embedded.stop()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop
@@ -77,6 +78,7 @@ class Supervisor:
         self.lease = float(conf.worker_lease_seconds)
         self.tick_every = min(self.lease / 3, float(conf.worker_heartbeat_seconds), 1.0)
         self.max_memory_kib = worker.max_memory_per_child
+        self.beat: EmbeddedBeat | None = None
         # task_reject_on_worker_lost (default True here): a task whose child died goes
         # back to the queue (bounded by task_max_deliveries); False records it as failed
         # with WorkerLostError, as Celery does by default.
@@ -97,6 +99,10 @@ class Supervisor:
             self.revocations.refresh(self.app.broker)
         for index in range(1, self.concurrency + 1):
             self._spawn(index)
+        # -B: beat runs in a child process of its own (worker/beat.py says why).
+        self.beat = EmbeddedBeat(self.app) if self.worker.beat else None
+        if self.beat is not None:
+            self.beat.start()
         last_tick = 0.0
         while self._signals == 0:
             self._wait(0.1)
@@ -215,6 +221,8 @@ class Supervisor:
                 return
             child = self.children.pop(pid, None)
             if child is None:
+                if self.beat is not None:
+                    self.beat.reaped(pid, status, respawn and self._signals == 0)
                 continue
             self._after_exit(child, status)
             if respawn and self._signals == 0:
@@ -338,6 +346,8 @@ class Supervisor:
 
     # shutdown -------------------------------------------------------------------------
     def _shutdown(self) -> int:
+        if self.beat is not None:
+            self.beat.terminate()
         for child in self.children.values():
             _signal(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.worker.shutdown_timeout
@@ -350,6 +360,8 @@ class Supervisor:
             while self.children:
                 self._wait(0.05)
                 self._reap(respawn=False)
+        if self.beat is not None:
+            self.beat.stop()
         self.worker.retire()
         return 0
 

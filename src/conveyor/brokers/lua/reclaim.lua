@@ -18,7 +18,11 @@ local moved = 0
 for _, consumer in ipairs(victims) do
   local inflight = ARGV[1] .. ':inflight:' .. consumer
   local entries = redis.call('HGETALL', inflight)
-  for i = 1, #entries, 2 do
+  -- Newest tag first: each goes to the front, so the oldest ends up served first.
+  local order = {}
+  for i = 1, #entries, 2 do order[#order + 1] = i end
+  table.sort(order, function(x, y) return tonumber(entries[x]) > tonumber(entries[y]) end)
+  for _, i in ipairs(order) do
     local value = entries[i + 1]
     local a = string.find(value, '\n', 1, true)
     local b = string.find(value, '\n', a + 1, true)

@@ -1,0 +1,457 @@
+"""The SQLite broker: the embedded default, for one machine and any number of processes.
+
+Every message is a row of ``messages`` (schema in ``_sqlite.py``). How it moves, each
+step one transaction, so no crash can leave it half-done:
+
+    publish   INSERT, ``scheduled = 1`` while its ETA is in the future; ring waiters
+    fetch     renew this consumer's lease row; promote due ETAs (``scheduled = 0``);
+              UPDATE ... SET owner = <consumer> on the first N waiting rows, RETURNING them
+    ack       DELETE the row (and, with a co-located backend, store the result in the
+              same transaction: a task is never done without its result, nor the reverse)
+    release   owner = NULL: unstarted messages go back with their old due time, so to
+              the front of their queue, and their delivery count given back
+    reclaim   owner = NULL for every row of a consumer whose lease row expired
+
+Waiting is pushed, not polled: an idle consumer leaves the address of its doorbell (a
+Unix datagram socket) in ``waiters``, and whoever publishes to its queue rings it after
+committing (see ``_doorbell.py`` for why and how). An ETA is waited for with a timer set
+to the earliest due time, so it starts on time without anyone ringing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._doorbell import BACKSTOP, Doorbell, ring
+from ._sqlite import TAKE_WAITERS, Database
+from .base import (
+    PRIORITY_LEVELS,
+    Broker,
+    BrokerConsumer,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    ResultWrite,
+    Revocations,
+)
+from .sqlite_flow import SQLiteFlowControl
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ..backends.sqlite import SQLiteBackend
+
+__all__ = ["SQLiteBroker", "SQLiteConsumer"]
+
+_INSERT = "INSERT INTO messages (queue, priority, due, scheduled, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT_ONE = _INSERT + " RETURNING (SELECT count(*) FROM waiters WHERE channel = 'q:' || queue)"
+_FIRST_DUE = "SELECT min(due) FROM messages WHERE scheduled = 1"
+_RENEW = """
+INSERT INTO consumers (id, expires) VALUES (?, ?)
+ON CONFLICT (id) DO UPDATE SET expires = excluded.expires
+"""
+_PROMOTE = "UPDATE messages SET scheduled = 0 WHERE scheduled = 1 AND due <= ?"
+_LEASE = """
+UPDATE messages SET owner = ?1, deliveries = deliveries + 1
+WHERE id IN (
+    SELECT id FROM messages WHERE owner IS NULL AND queue = ?2 AND scheduled = 0
+    ORDER BY priority, due, id LIMIT ?3
+)
+RETURNING id, priority, due, deliveries, body
+"""
+_WAIT = "INSERT OR IGNORE INTO waiters (channel, address) VALUES (?, ?)"
+_ACK = "DELETE FROM messages WHERE id = ? AND owner = ?"
+_RELEASE = """
+UPDATE messages SET owner = NULL, deliveries = max(deliveries - 1, 0)
+WHERE id = ? AND owner = ? RETURNING queue
+"""
+_RECLAIM = "UPDATE messages SET owner = NULL WHERE owner = ? AND scheduled = 0 RETURNING queue"
+_EXPIRED = "SELECT id FROM consumers WHERE expires <= ? LIMIT 50"
+# Reclaim at most this many dead consumers per call (as reclaim.lua does).
+_RECLAIM_BATCH = 50
+
+
+def _level(priority: int | None) -> int:
+    if priority is None:
+        return 0
+    if not 0 <= priority < PRIORITY_LEVELS:
+        raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
+    return int(priority)
+
+
+def _take_waiters(conn: sqlite3.Connection, queues: Iterable[str]) -> list[str]:
+    addresses: list[str] = []
+    for queue in queues:
+        addresses.extend(row[0] for row in conn.execute(TAKE_WAITERS, ("q:" + queue,)))
+    return addresses
+
+
+class SQLiteBroker(SQLiteFlowControl, Broker):
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``; thread- and
+    fork-safe (a connection per thread and process)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = Database(url)
+
+    # producing ----------------------------------------------------------------------
+    def publish(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        priority: int = 0,
+        countdown: float | None = None,
+        eta: float | None = None,
+    ) -> None:
+        level = _level(priority)
+        now = time.time()
+        due = now
+        if countdown is not None:
+            due = now + max(0.0, countdown)
+        elif eta is not None:
+            due = max(now, eta)
+        scheduled = 1 if due > now else 0
+        if len(bodies) == 1 and not scheduled:
+            self._publish_one(queue, level, due, bodies[0])
+            return
+        with self.db.write() as held:
+            conn = held.conn
+            if queue not in held.queues:
+                conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+            # Waiters need waking for a message due now, or for an ETA earlier than
+            # every other (they shorten their timer); a million later ETAs wake nobody.
+            wake = not scheduled or _earlier_than_all(conn, due)
+            if len(bodies) == 1:
+                conn.execute(_INSERT, (queue, level, due, scheduled, bodies[0]))
+            else:
+                conn.executemany(_INSERT, [(queue, level, due, scheduled, b) for b in bodies])
+            addresses = _take_waiters(conn, (queue,)) if wake else []
+        held.queues.add(queue)
+        if addresses:
+            ring(addresses)
+
+    def _publish_one(self, queue: str, level: int, due: float, body: bytes) -> None:
+        """The common case in one autocommit statement, which also says whether anyone
+        waits; their rows are taken after it (a waiter that registered in between is
+        rung too: harmless, as its own look would have found the message anyway)."""
+        db = self.db
+        held = db.connection()
+        if queue not in held.queues:
+            db.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+            held.queues.add(queue)
+        waiting = db.execute_returning(_INSERT_ONE, (queue, level, due, 0, body))
+        if waiting and waiting[0][0]:
+            addresses = db.execute_returning(TAKE_WAITERS, ("q:" + queue,))
+            ring(row[0] for row in addresses)
+
+    # consuming ----------------------------------------------------------------------
+    def consumer(
+        self,
+        queues: Sequence[str],
+        consumer_id: str,
+        lease_seconds: float,
+        results: Any = None,
+    ) -> BrokerConsumer:
+        backend = results if self.colocated_with(results) else None
+        return SQLiteConsumer(self, queues, consumer_id, lease_seconds, backend)
+
+    def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
+        if not consumer_ids:
+            return
+        expires = time.time() + lease_seconds
+        with self.db.write() as held:
+            held.conn.executemany(_RENEW, [(cid, expires) for cid in consumer_ids])
+
+    def reclaim(self, consumer_id: str | None = None) -> int:
+        if consumer_id is None and not self.db.read(_EXPIRED, (time.time(),)):
+            return 0  # the common case, answered without taking the write lock
+        with self.db.write() as held:
+            conn = held.conn
+            if consumer_id is not None:
+                victims = [consumer_id]
+            else:
+                victims = [row[0] for row in conn.execute(_EXPIRED, (time.time(),))]
+            queues: set[str] = set()
+            count = 0
+            for victim in victims[:_RECLAIM_BATCH]:
+                returned = conn.execute(_RECLAIM, (victim,)).fetchall()
+                count += len(returned)
+                queues.update(row[0] for row in returned)
+                conn.execute("DELETE FROM consumers WHERE id = ?", (victim,))
+            addresses = _take_waiters(conn, queues)
+        if addresses:
+            ring(addresses)
+        return count
+
+    def release(self, consumer_id: str, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self.db.write() as held:
+            conn = held.conn
+            queues: set[str] = set()
+            for delivery in deliveries:
+                row = conn.execute(_RELEASE, (int(delivery.tag), consumer_id)).fetchone()
+                if row is not None:
+                    queues.add(row[0])
+            addresses = _take_waiters(conn, queues)
+        if addresses:
+            ring(addresses)
+
+    def discard(self, consumer_id: str, tags: Sequence[str]) -> None:
+        if tags:
+            with self.db.write() as held:
+                held.conn.executemany(_ACK, [(int(tag), consumer_id) for tag in tags])
+
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
+        if not task_ids:
+            return
+        now = time.time()
+        with self.db.write() as held:
+            conn = held.conn
+            conn.executemany(
+                "INSERT INTO revoked (task_id, expires, signal) VALUES (?, ?, ?) "
+                "ON CONFLICT (task_id) DO UPDATE SET expires = excluded.expires, "
+                "signal = excluded.signal",
+                [(task_id, now + ttl, terminate) for task_id in task_ids],
+            )
+            conn.execute("DELETE FROM revoked WHERE expires <= ?", (now,))
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('revoked', 1) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + 1"
+            )
+
+    def revocations(self, known_version: int) -> Revocations | None:
+        rows = self.db.read("SELECT value FROM counters WHERE name = 'revoked'")
+        version = int(rows[0][0]) if rows else 0
+        if version == known_version:
+            return None
+        live = self.db.read("SELECT task_id, signal FROM revoked WHERE expires > ?", (time.time(),))
+        return Revocations(
+            version,
+            frozenset(row[0] for row in live),
+            {row[0]: row[1] for row in live if row[1]},
+        )
+
+    # dead letters -------------------------------------------------------------------
+    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        if letter_ids is None:
+            return self.db.execute("DELETE FROM dead_letters")
+        if not letter_ids:
+            return 0
+        marks = ", ".join("?" * len(letter_ids))
+        return self.db.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", tuple(letter_ids))
+
+    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
+        rows = self.db.read(
+            "SELECT id, queue, reason, time, body FROM dead_letters WHERE id = ?", (letter_id,)
+        )
+        return (
+            DeadLetter(rows[0][0], rows[0][1], rows[0][2], rows[0][3], bytes(rows[0][4]))
+            if rows
+            else None
+        )
+
+    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
+        self.db.execute(
+            "INSERT INTO dead_letters (id, queue, reason, time, body) VALUES (?, ?, ?, ?, ?)",
+            (uuid.uuid4().hex, queue, reason, time.time(), body),
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self.db.read(
+            "SELECT id, queue, reason, time, body FROM dead_letters "
+            "ORDER BY time DESC, rowid DESC LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+    # inspection ---------------------------------------------------------------------
+    def queues(self) -> list[QueueStats]:
+        now = time.time()
+        stats = {row[0]: QueueStats(row[0]) for row in self.db.read("SELECT name FROM queues")}
+        waiting = self.db.read(
+            "SELECT queue, priority, count(*) FROM messages "
+            "WHERE owner IS NULL AND (scheduled = 0 OR due <= ?) GROUP BY queue, priority",
+            (now,),
+        )
+        for name, priority, count in waiting:
+            entry = stats.setdefault(name, QueueStats(name))
+            entry.ready += count
+            entry.by_priority[priority] = count
+        held = self.db.read(
+            "SELECT queue, count(*) FROM messages WHERE scheduled = 1 AND due > ? GROUP BY queue",
+            (now,),
+        )
+        for name, count in held:
+            stats.setdefault(name, QueueStats(name)).scheduled = count
+        return [stats[name] for name in sorted(stats)]
+
+    def purge(self, queues: Sequence[str]) -> int:
+        if not queues:
+            return 0
+        marks = ", ".join("?" * len(queues))
+        return self.db.execute(
+            f"DELETE FROM messages WHERE owner IS NULL AND queue IN ({marks})", tuple(queues)
+        )
+
+    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        self.db.execute(
+            "INSERT INTO workers (name, info, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET info = excluded.info, expires = excluded.expires",
+            (name, json.dumps(info), time.time() + ttl),
+        )
+
+    def retire_worker(self, name: str) -> None:
+        self.db.execute("DELETE FROM workers WHERE name = ?", (name,))
+
+    def workers(self) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = self.db.read("SELECT info, expires FROM workers ORDER BY name")
+        if any(expires <= now for _, expires in rows):
+            self.db.execute("DELETE FROM workers WHERE expires <= ?", (now,))
+        return [json.loads(info) for info, expires in rows if expires > now]
+
+    def inflight_count(self) -> int:
+        rows = self.db.read(
+            "SELECT count(*) FROM messages WHERE owner IS NOT NULL AND scheduled = 0"
+        )
+        return int(rows[0][0])
+
+    def colocated_with(self, backend: object) -> bool:
+        from ..backends.sqlite import SQLiteBackend
+
+        return isinstance(backend, SQLiteBackend) and backend.db.path == self.db.path
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _earlier_than_all(conn: sqlite3.Connection, due: float) -> bool:
+    first = conn.execute(_FIRST_DUE).fetchone()[0]
+    return first is None or due < first
+
+
+class SQLiteConsumer(BrokerConsumer):
+    """One consuming loop's handle: its own connection (per thread) and doorbell."""
+
+    def __init__(
+        self,
+        broker: SQLiteBroker,
+        queues: Sequence[str],
+        consumer_id: str,
+        lease_seconds: float,
+        results: SQLiteBackend | None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a consumer needs at least one queue")
+        self.broker = broker
+        self.db = broker.db
+        self.consumer_id = consumer_id
+        self.lease_seconds = lease_seconds
+        self._queues = list(queues)
+        self._turn = 0
+        self._bell: Doorbell | None = None
+        self._armed = False  # our doorbell's address is in the waiters table
+        self._results = results
+        self.carries_results = results is not None
+
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while True:
+            bell = self._bell
+            if bell is None and timeout > 0:
+                bell = self._bell = Doorbell()
+            if bell is not None and self._armed:
+                bell.clear()  # rings from before this look are answered by it
+            address = bell.address if bell is not None else None
+            got, next_due = self._lease(limit, address)
+            self._armed = not got and address is not None  # _lease left our doorbell
+            if got:
+                if bell is not None:
+                    bell.rung()
+                return got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or bell is None:
+                return []
+            wait = min(remaining, BACKSTOP)
+            if next_due is not None:
+                wait = min(wait, next_due - time.time())
+            if wait > 0:
+                bell.wait(wait)
+
+    def _lease(self, limit: int, address: str | None) -> tuple[list[Delivery], float | None]:
+        """One transaction: renew the lease, promote due ETAs, take up to ``limit``; if
+        nothing was there, leave our doorbell and say when the next ETA is due."""
+        n = len(self._queues)
+        order = [self._queues[(self._turn + i) % n] for i in range(n)]
+        self._turn = (self._turn + 1) % n
+        got: list[Delivery] = []
+        now = time.time()
+        with self.db.write() as held:
+            conn = held.conn
+            conn.execute(_RENEW, (self.consumer_id, now + self.lease_seconds))
+            conn.execute(_PROMOTE, (now,))
+            for queue in order:
+                rows = conn.execute(_LEASE, (self.consumer_id, queue, limit - len(got))).fetchall()
+                rows.sort(key=lambda r: (r[1], r[2], r[0]))  # RETURNING has no order
+                got.extend(Delivery(str(r[0]), r[4], queue, r[1], r[3]) for r in rows)
+                if len(got) >= limit:
+                    break
+            if got:
+                return got, None
+            if address is not None:
+                conn.executemany(_WAIT, [("q:" + q, address) for q in order])
+            next_due: float | None = conn.execute(_FIRST_DUE).fetchone()[0]
+        return got, next_due
+
+    def ack(self, delivery: Delivery, result: ResultWrite | None = None) -> None:
+        tag = int(delivery.tag)
+        results = self._results
+        if result is None or results is None:
+            self.db.execute(_ACK, (tag, self.consumer_id))
+            return
+        # The result and the end of the lease commit together.
+        with self.db.write() as held:
+            addresses = self.db.put_result(
+                held.conn, result.task_id, result.payload, result.final, results.ttl
+            )
+            held.conn.execute(_ACK, (tag, self.consumer_id))
+        if addresses:
+            ring(addresses)
+
+    def store(self, result: ResultWrite) -> bool:
+        if self._results is None:
+            return False
+        self._results.store(result.task_id, result.payload, result.final)
+        return True
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        self.broker.release(self.consumer_id, deliveries)
+
+    def recover(self, known_tags: set[str]) -> int:
+        rows = self.db.read(
+            "SELECT id FROM messages WHERE owner = ? AND scheduled = 0 ORDER BY id",
+            (self.consumer_id,),
+        )
+        lost = [Delivery(str(r[0]), b"", "", 0) for r in rows if str(r[0]) not in known_tags]
+        if lost:
+            self.broker.release(self.consumer_id, lost)
+        return len(lost)
+
+    def flush(self) -> None:
+        """Nothing to wait for: every ack committed before it returned."""
+
+    def close(self) -> None:
+        bell, self._bell = self._bell, None
+        if bell is None:
+            return
+        if bell.address is not None:
+            with contextlib.suppress(Exception):  # best effort: a stale row costs one ring
+                self.db.execute("DELETE FROM waiters WHERE address = ?", (bell.address,))
+        bell.close()

@@ -1,0 +1,67 @@
+"""Promises 5 (bad input) and 8 (no starvation) on the embedded SQLite broker, with real
+workers (the Redis versions are in test_bad_input.py and test_scheduling.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from conveyor import states
+from conveyor.exceptions import MessageError
+
+from ..apps import basic as basic_module
+from ..support import connected, wait_for
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'broker.db'}"
+
+
+@pytest.fixture
+def basic_sqlite(sqlite_url: str) -> Iterator[ModuleType]:
+    with connected(basic_module.app, sqlite_url):
+        yield basic_module
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe garbage", b'{"no": "envelope"}', b"", b"\x00pickle\x00cos\nsystem\n."],
+    ids=["binary", "not-envelope", "empty", "pickle"],
+)
+def test_garbage_is_dead_lettered_and_the_worker_goes_on(
+    body: bytes, basic_sqlite: ModuleType, sqlite_url: str, spawn_worker: Any
+) -> None:
+    worker = spawn_worker("tests.apps.basic", sqlite_url, "-c", "1")
+    broker = basic_sqlite.app.broker
+    broker.publish("celery", [body])
+    wait_for(lambda: len(broker.dead_letters()) == 1, 10, what="the dead letter")
+    (letter,) = broker.dead_letters()
+    assert letter.body == body and letter.reason
+    assert basic_sqlite.add.delay(20, 22).get(timeout=10) == 42
+    assert worker.process.poll() is None
+
+
+def test_unknown_task_is_dead_lettered(
+    basic_sqlite: ModuleType, sqlite_url: str, spawn_worker: Any
+) -> None:
+    spawn_worker("tests.apps.basic", sqlite_url, "-c", "1")
+    result = basic_sqlite.app.send_task("nope")
+    with pytest.raises(MessageError, match="unknown task name"):
+        result.get(timeout=10)
+    assert result.state == states.REJECTED
+    assert basic_sqlite.add.delay(1, 1).get(timeout=10) == 2
+
+
+def test_one_slow_task_does_not_hold_quick_ones_hostage(
+    basic_sqlite: ModuleType, sqlite_url: str, spawn_worker: Any
+) -> None:
+    slow = basic_sqlite.sleep_for.delay(10)
+    quick = basic_sqlite.add.delay_many([(i, 0) for i in range(100)])
+    spawn_worker("tests.apps.basic", sqlite_url, "-c", "2")
+    assert [r.get(timeout=8) for r in quick] == list(range(100))
+    assert not slow.ready()
