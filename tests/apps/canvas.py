@@ -148,3 +148,9 @@ def on_error_by_id(task_id: str, key: str) -> None:
 def on_error_with_request(request: Any, exc: BaseException, traceback: str, key: str) -> None:
     """New style: called in the worker with the request, the exception and traceback."""
     _log(key, f"errback-request {request.id} {type(exc).__name__}")
+
+
+@app.task(time_limit=0.5)
+def overruns(seconds: float) -> None:
+    """Runs past its hard time limit: the prefork supervisor kills its child."""
+    time.sleep(seconds)

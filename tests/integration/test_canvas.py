@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from conveyor import GroupResult, chain, chord, group, states
-from conveyor.exceptions import ChordError
+from conveyor.exceptions import ChordError, TimeLimitExceeded
 
 from ..apps import canvas
 from ..apps.canvas import read_log
@@ -198,6 +198,17 @@ def test_a_failing_header_task_fails_the_chord_with_chord_error(cluster: Cluster
     wait_for(lambda: cluster.log(k), 10, what="the errback")
     time.sleep(0.3)
     assert cluster.log(k) == [f"errback-id {result.id}"]  # once, and the body never ran
+
+
+def test_a_header_task_killed_at_its_time_limit_fails_the_chord(cluster: Cluster) -> None:
+    """The supervisor kills the child; it must still count the task toward its chord
+    (else the chord would wait forever) and fail a chain behind it."""
+    result = chord([canvas.add.s(1, 1), canvas.overruns.si(30)], canvas.tsum.s())()
+    with pytest.raises(ChordError, match="TimeLimitExceeded"):
+        result.get(timeout=20)
+    flow = chain(canvas.overruns.si(30), canvas.add.s(1))()
+    with pytest.raises(TimeLimitExceeded):
+        flow.get(timeout=20)
 
 
 def test_nested_workflows(cluster: Cluster) -> None:

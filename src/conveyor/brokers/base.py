@@ -218,6 +218,11 @@ class Broker(ABC):
         recorded their outcome (hard time limit, terminated by revoke, worker lost)."""
         raise NotImplementedError(f"{type(self).__name__} cannot discard deliveries")
 
+    def leased_body(self, consumer_id: str, tag: str) -> bytes | None:
+        """The body of a message a consumer holds (the supervisor reads the one a killed
+        child was running, to settle its workflow); None when it holds no such lease."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read leased messages")
+
     def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
         """Record revocations every worker honours until ``ttl`` seconds from now (they
         survive worker restarts). ``terminate`` names a signal to stop a running task."""

@@ -192,6 +192,11 @@ class MemoryBroker(MemoryFlowControl, Broker):
             for tag in tags:
                 held.pop(int(tag), None)
 
+    def leased_body(self, consumer_id: str, tag: str) -> bytes | None:
+        with self.state.cond:
+            held = self.state.inflight.get(consumer_id, {}).get(int(tag))
+            return held.message.body if held is not None else None
+
     def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
         state = self.state
         with state.cond:

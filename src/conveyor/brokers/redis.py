@@ -177,6 +177,15 @@ class RedisBroker(RedisFlowControl, Broker):
         if tags:
             self.client.hdel(self.keys.inflight(consumer_id), *tags)
 
+    def leased_body(self, consumer_id: str, tag: str) -> bytes | None:
+        value: Any = self.client.hget(self.keys.inflight(consumer_id), tag)
+        if value is None:
+            return None
+        # list key \n deliveries \n body (see fetch.lua)
+        _, _, rest = bytes(value).partition(b"\n")
+        _, _, body = rest.partition(b"\n")
+        return body
+
     def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
         if task_ids:
             keys = self.keys

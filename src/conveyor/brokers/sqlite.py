@@ -208,6 +208,12 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
             with self.db.write() as held:
                 held.conn.executemany(_ACK, [(int(tag), consumer_id) for tag in tags])
 
+    def leased_body(self, consumer_id: str, tag: str) -> bytes | None:
+        rows = self.db.read(
+            "SELECT body FROM messages WHERE id = ? AND owner = ?", (int(tag), consumer_id)
+        )
+        return bytes(rows[0][0]) if rows else None
+
     def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
         if not task_ids:
             return

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..backends.base import ResultMeta, encode_meta
+from ..brokers.base import ResultWrite
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .beat import EmbeddedBeat
 from .identity import consumer_id
@@ -40,6 +41,7 @@ from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
 from .timelimits import Alarm
+from .workflow import settle_failure
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -309,8 +311,13 @@ class Supervisor:
             date_done=time.time(),
             worker=self.worker.hostname,
         )
-        self.app.backend.store(slot.task_id, encode_meta(meta), True)
-        self.app.broker.discard(child.consumer_id, [slot.tag])
+        write = ResultWrite(slot.task_id, encode_meta(meta), True)
+        broker = self.app.broker
+        body = broker.leased_body(child.consumer_id, slot.tag)
+        # A workflow step: fail what follows and count its chord, as the executor would.
+        if body is None or not settle_failure(self.app, broker, body, write, exc):
+            self.app.backend.store(slot.task_id, write.payload, True)
+        broker.discard(child.consumer_id, [slot.tag])
 
     # periodic work --------------------------------------------------------------------
     def _tick(self) -> None:
