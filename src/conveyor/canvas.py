@@ -303,7 +303,25 @@ class Signature(Generic[R]):
         return f"{'%' if self.immutable else ''}{self.task}({', '.join(parts)})"
 
 
-class chain(Signature[Any]):
+class _Composite(Signature[Any]):
+    """What chain and group share: a list of member signatures, sent by calling."""
+
+    tasks: list[Signature[Any]]
+
+    def _members(self) -> list[Signature[Any]]:
+        return self.tasks
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Send it (as Celery's ``chain(...)()`` and ``group(...)()`` do)."""
+        return self.apply_async(args, kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["kwargs"] = {"tasks": [t.to_dict() for t in self.tasks]}
+        return data
+
+
+class chain(_Composite):
     """Tasks run one after the other, each given the result of the one before:
     ``chain(a.s(1), b.s(), c.s())()`` or ``(a.s(1) | b.s() | c.s())()``.
 
@@ -338,9 +356,6 @@ class chain(Signature[Any]):
         new.options = _merge_options(self.options, _clean_options(options))
         new.tasks = [t.clone() for t in self.tasks]
         return new
-
-    def _members(self) -> list[Signature[Any]]:
-        return self.tasks
 
     def _steps(self) -> list[Signature[Any]]:
         """The steps as they run: nested chains flattened, and a group followed by a
@@ -437,20 +452,11 @@ class chain(Signature[Any]):
             raise ValueError("cannot run an empty chain")
         return result
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Send the chain (as Celery's ``chain(...)()`` does)."""
-        return self.apply_async(args, kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        data["kwargs"] = {"tasks": [t.to_dict() for t in self.tasks]}
-        return data
-
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
 
-class group(Signature[Any]):
+class group(_Composite):
     """Tasks sent together, run in parallel: ``group(add.s(i, i) for i in range(10))()``
     returns a :class:`GroupResult` whose ``get()`` is the list of results, in order.
 
@@ -473,9 +479,6 @@ class group(Signature[Any]):
         new.options = _merge_options(self.options, _clean_options(options))
         new.tasks = [t.clone(args, kwargs) for t in self.tasks]
         return new
-
-    def _members(self) -> list[Signature[Any]]:
-        return self.tasks
 
     def freeze(
         self,
@@ -531,15 +534,6 @@ class group(Signature[Any]):
         gid = options.get("task_id") or self.options.get("task_id") or new_task_id()
         results = [t.clone(args, kwargs).apply() for t in self.tasks]
         return GroupResult(gid, results, self.app)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Send the group (as Celery's ``group(...)()`` does)."""
-        return self.apply_async(args, kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        data["kwargs"] = {"tasks": [t.to_dict() for t in self.tasks]}
-        return data
 
     def __len__(self) -> int:
         return len(self.tasks)

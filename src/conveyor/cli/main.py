@@ -15,6 +15,19 @@ from .loader import find_app
 __all__ = ["cli", "main"]
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# -l/--loglevel, shared by the commands that run for long (worker, beat).
+loglevel_option = click.option(
+    "-l",
+    "--loglevel",
+    default="warning",
+    show_default=True,
+    type=click.Choice(LEVELS, case_sensitive=False),
+    help="Logging level.",
+)
+
+
 class AppContext:
     """What ``-A``, ``--broker`` and ``--result-backend`` say, resolved on first use."""
 

@@ -8,20 +8,11 @@ import click
 
 from ..worker.logs import setup_logging
 from ..worker.main import POOLS, Worker
-from .main import AppContext
-
-LEVELS = ("debug", "info", "warning", "error", "critical")
+from .main import AppContext, loglevel_option
 
 
 @click.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    default="warning",
-    show_default=True,
-    type=click.Choice(LEVELS, case_sensitive=False),
-    help="Logging level.",
-)
+@loglevel_option
 @click.option(
     "-c",
     "--concurrency",
