@@ -96,3 +96,25 @@ def test_get_times_out_when_nothing_comes(tunable: ModuleType) -> None:
         result.get(timeout=0.5)
     assert 0.5 <= time.monotonic() - started < 1.0
     assert result.state == states.PENDING
+
+
+def test_a_leased_task_waiting_behind_another_is_received(
+    tunable: ModuleType, redis_server: RedisServer, redis_url: str, spawn_worker: Any
+) -> None:
+    """With task_track_started, a message a worker has leased but not started yet is
+    RECEIVED (it waits behind the running one in the same process)."""
+    r = redis_server.client()
+    first = tunable.gated.delay("first")
+    second = tunable.gated.delay("second")
+    spawn_worker(
+        "tests.apps.tunable",
+        redis_url,
+        "-c",
+        "1",
+        env={**TUNED, "TEST_PREFETCH_RELEASE": "30"},
+    )
+    wait_for(lambda: first.state == states.STARTED, 5, what="the first to start")
+    assert second.state == states.RECEIVED
+    r.rpush("gate:first", "open")
+    r.rpush("gate:second", "open")
+    assert second.get(timeout=5) == "opened" and second.state == states.SUCCESS

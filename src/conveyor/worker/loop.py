@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..message import Envelope
     from ..task import Task
 
+# Under a backlog a loop leases up to this many times its prefetch per round trip.
+BACKLOG_FACTOR = 4
+
 # Raised into a thread by the keeper; may land between tasks in a rare race.
 LATE_INTERRUPTIONS = (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError)
 
@@ -87,6 +90,7 @@ class ConsumeLoop:
         self.hooks = hooks
         self.stop = stop
         self.prefetch = max(1, prefetch)
+        self._batch = self.prefetch
         self.max_tasks = max_tasks
         self.buffer: deque[Delivery] = deque()
         self.current: Delivery | None = None
@@ -194,7 +198,14 @@ class ConsumeLoop:
                 f"; gave back {recovered} leases whose fetch reply was lost" if recovered else "",
             )
         if not self.buffer:
-            deliveries = consumer.fetch(self.prefetch, timeout=1.0)
+            deliveries = consumer.fetch(self._batch, timeout=1.0)
+            # A full batch means a backlog: lease more per round trip next time, up to
+            # BACKLOG_FACTOR x prefetch (still bounded; the keeper gives back the rest if
+            # a slow task holds them). A partial batch goes back to the plain prefetch.
+            full = len(deliveries) >= self._batch
+            self._batch = (
+                min(self._batch * 2, self.prefetch * BACKLOG_FACTOR) if full else self.prefetch
+            )
             self.buffer.extend(deliveries)
             if deliveries and self._track_received:
                 for write in self._executor.received(deliveries):
