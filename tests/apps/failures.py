@@ -14,7 +14,16 @@ from typing import Any
 import redis
 
 from conveyor import Conveyor, Task
-from conveyor.signals import task_postrun, task_prerun
+from conveyor.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    task_revoked,
+    task_success,
+    worker_ready,
+    worker_shutdown,
+)
 
 app = Conveyor("tests.apps.failures")
 if "TEST_MAX_DELIVERIES" in os.environ:
@@ -91,3 +100,38 @@ def _prerun(sender: Any, task_id: str, task: Any, args: Any, kwargs: Any, **_: A
 @task_postrun.connect
 def _postrun(sender: Any, task_id: str, state: str, retval: Any, **_: Any) -> None:
     side().rpush("signals", f"postrun:{state}:{task_id}:{retval}")
+
+
+@task_success.connect
+def _success(sender: Any, result: Any, **_: Any) -> None:
+    side().rpush("signals", f"success:{sender.name}:{result}")
+
+
+@task_failure.connect
+def _failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
+    side().rpush("signals", f"failure:{task_id}:{type(exception).__name__}")
+
+
+@task_retry.connect
+def _retry(sender: Any, request: Any, reason: str, **_: Any) -> None:
+    side().rpush("signals", f"retry:{request.id}")
+
+
+@task_revoked.connect
+def _revoked(sender: Any, request: Any, terminated: bool, expired: bool, **_: Any) -> None:
+    side().rpush("signals", f"revoked:{request.id}:{terminated}:{expired}")
+
+
+@worker_ready.connect
+def _ready(sender: Any, **_: Any) -> None:
+    side().rpush("signals", f"worker_ready:{sender}")
+
+
+@worker_shutdown.connect
+def _shutdown(sender: Any, **_: Any) -> None:
+    side().rpush("signals", f"worker_shutdown:{sender}")
+
+
+@app.task
+def breaks(message: str) -> None:
+    raise KeyError(message)

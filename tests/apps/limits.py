@@ -18,6 +18,8 @@ from conveyor import Conveyor, SoftTimeLimitExceeded
 app = Conveyor("tests.apps.limits")
 if os.environ.get("TEST_REJECT_ON_WORKER_LOST") == "0":
     app.conf.task_reject_on_worker_lost = False
+if os.environ.get("TEST_ACKS_ON_FAILURE") == "0":
+    app.conf.task_acks_on_failure_or_timeout = False
 
 _client: redis.Redis | None = None
 
@@ -89,3 +91,14 @@ def dies(key: str) -> None:
 def runs(key: str) -> int:
     value: Any = side().get(f"runs:{key}")
     return int(value or 0)
+
+
+@app.task
+def fails(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(ignore_result=True)
+def forgettable(key: str) -> str:
+    side().incr(f"runs:{key}")
+    return "not stored"

@@ -135,3 +135,30 @@ def test_eager_retries_run_inline() -> None:
             module.always_retries.delay(True).get()
     finally:
         module.app.conf.task_always_eager = False
+
+
+def test_every_signal_fires_with_celery_arguments(
+    failures: Any, redis_url: str, spawn_worker: Any
+) -> None:
+    worker = spawn_worker(APP, _broker(), "-c", "1", "-n", "sig@%h")
+    r = redis.Redis.from_url(redis_url)
+    assert failures.quick.delay(5).get(timeout=10) == 5
+    broken = failures.breaks.delay("x")
+    with pytest.raises(KeyError):
+        broken.get(timeout=10)
+    retried = failures.retry_without_raise.delay("sig")
+    assert retried.get(timeout=10) == "done"
+    revoked = failures.quick.apply_async(
+        (1,), countdown=2.5
+    )  # workers re-read revocations each second
+    revoked.revoke()
+    with pytest.raises(Exception, match="revoked"):
+        revoked.get(timeout=10)
+    worker.stop()
+    events = [e.decode() for e in r.lrange("signals", 0, -1)]
+    assert "success:tests.apps.failures.quick:5" in events
+    assert f"failure:{broken.id}:KeyError" in events
+    assert f"retry:{retried.id}" in events
+    assert f"revoked:{revoked.id}:False:False" in events
+    assert any(e.startswith("worker_ready:sig@") for e in events)
+    assert any(e.startswith("worker_shutdown:sig@") for e in events)

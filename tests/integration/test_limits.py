@@ -133,3 +133,31 @@ def test_reject_on_worker_lost_off_records_worker_lost(
         result.get(timeout=15)
     time.sleep(1)
     assert limits.runs("lost") == 1
+
+
+@pytest.mark.parametrize(("pool", "concurrency"), [("prefork", "1"), ("threads", "1")])
+def test_acks_on_failure_or_timeout_off_dead_letters_failures(
+    limits: Any, spawn_worker: Any, pool: str, concurrency: str
+) -> None:
+    _worker(spawn_worker, _broker(), pool, concurrency, env={"TEST_ACKS_ON_FAILURE": "0"})
+    failed = limits.fails.delay("nope")
+    with pytest.raises(ValueError):
+        failed.get(timeout=10)
+    timed_out = limits.ignores_soft_limit.delay("dl")
+    with pytest.raises(TimeLimitExceeded):
+        timed_out.get(timeout=15)
+    broker = limits.app.broker
+    wait_for(lambda: len(broker.dead_letters()) == 2, 10, what="two dead letters")
+    reasons = sorted(d.reason for d in broker.dead_letters())
+    assert reasons[0].startswith("failed with TimeLimitExceeded")
+    assert reasons[1].startswith("failed with ValueError: nope")
+    assert all("task_acks_on_failure_or_timeout is off" in r for r in reasons)
+
+
+def test_ignore_result_stores_nothing(limits: Any, redis_url: str, spawn_worker: Any) -> None:
+    _worker(spawn_worker, _broker(), "prefork", "1")
+    result = limits.forgettable.delay("ig")
+    wait_for(lambda: limits.runs("ig") == 1, 10, what="the task to run")
+    assert limits.quick.delay(1).get(timeout=10) == 1  # ran after it: it has finished
+    assert result.state == states.PENDING  # nothing was stored
+    assert limits.app.backend.get(result.id) is None

@@ -79,6 +79,10 @@ class Executor:
         self.track_started = bool(conf.task_track_started)
         self.ignore_result = bool(conf.task_ignore_result)
         self.max_deliveries = int(conf.task_max_deliveries)
+        # Off: a task that fails (or times out) is dead-lettered as well as recorded, so
+        # it can be replayed (Celery rejects it, which RabbitMQ dead-letters).
+        self.acks_on_failure = bool(conf.task_acks_on_failure_or_timeout)
+        self._delivery: Delivery | None = None
         self._wants = {event: hooks.wants(event) for event in ("task_received", "task_started")}
 
     # the one entry point ------------------------------------------------------------
@@ -139,6 +143,7 @@ class Executor:
 
     def execute(self, delivery: Delivery, envelope: Envelope, request: Context) -> Outcome:
         """Run the task and build the state to store."""
+        self._delivery = delivery
         task = self.app.tasks[envelope.task]
         store = not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
         if envelope.id in self.revocations:
@@ -214,6 +219,8 @@ class Executor:
     def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
         tb = traceback_module.format_exc()
         self.hooks.emit("task_failed", request=request, exc=exc, traceback=tb, runtime=runtime)
+        if not self.acks_on_failure and self._delivery is not None:
+            self.broker.dead_letter(self._delivery.body, self._delivery.queue, failure_reason(exc))
         if in_workflow(request):
             write = self._error_write(request, states.FAILURE, exc, tb)
             self.workflow.failed(request, write, exc, tb, store)
@@ -306,6 +313,12 @@ class _Head(msgspec.Struct):
 
 
 _peek = msgspec.json.Decoder(_Head).decode
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The dead-letter reason of a failed task, when task_acks_on_failure_or_timeout is
+    off."""
+    return f"failed with {type(exc).__name__}: {exc} (task_acks_on_failure_or_timeout is off)"
 
 
 _REVOKED_TEXT = {

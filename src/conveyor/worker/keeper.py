@@ -20,6 +20,7 @@ from .. import states
 from ..backends.base import ResultMeta, encode_meta
 from ..brokers.base import Delivery, ResultWrite
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from .executor import failure_reason
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .timelimits import GRACE_SECONDS, Deadlines, raise_in_thread
@@ -161,6 +162,8 @@ class LeaseKeeper(threading.Thread):
         exc = TimeLimitExceeded(text)
         if not settle_failure(self.app, self.app.broker, delivery.body, write, exc):
             self.app.backend.store(task_id, write.payload, True)
+        if not self.app.conf.task_acks_on_failure_or_timeout:
+            self.app.broker.dead_letter(delivery.body, delivery.queue, failure_reason(exc))
         self.app.broker.discard(loop.consumer_id, [delivery.tag])
         if loop.alarm is not None:
             # solo: the main thread cannot be taken back from the task; leave so the
