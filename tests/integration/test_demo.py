@@ -1,5 +1,6 @@
-"""``conveyor demo`` end to end: real worker processes, a few hundred tasks, a summary,
-exit code 0, and no process left behind; Ctrl-C stops everything it started."""
+"""``conveyor demo`` end to end: real worker processes, a few hundred tasks (webhooks
+that are retried and chains among them), a periodic task from the embedded beat, a
+summary, exit code 0, and no process left behind; Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from ..support import TESTS_ROOT
 
-KINDS = ("sentiment", "thumbnail", "email")
+KINDS = ("sentiment", "thumbnail", "email", "webhook", "chain")
 SQLITE_MISSING = importlib.util.find_spec("conveyor.brokers.sqlite") is None
 
 
@@ -54,20 +55,42 @@ def row(output: str, kind: str) -> list[str]:
     raise AssertionError(f"no row {kind!r} in the summary:\n{output}")
 
 
+def number(cell: str) -> int:
+    return int(cell.replace(",", ""))
+
+
 def check_summary(output: str, tasks: int) -> None:
     assert "conveyor demo" in output and "Workers ready" in output
-    counts = {}
+    counts, retries = {}, {}
     for kind in (*KINDS, "all"):
-        _, sent, ok, failed, lost, rate, p50, p99 = row(output, kind)
-        counts[kind] = int(sent.replace(",", ""))
+        _, sent, ok, failed, retried, lost, rate, p50, p99 = row(output, kind)
+        counts[kind] = number(sent)
+        retries[kind] = number(retried)
         assert lost == "0", f"{kind}: {lost} lost\n{output}"
-        assert int(ok.replace(",", "")) + int(failed.replace(",", "")) == counts[kind]
+        assert number(ok) + number(failed) == counts[kind]
         assert float(rate.replace(",", "")) > 0
         assert p50.endswith(("ms", "s")) and p99.endswith(("ms", "s"))
     assert counts["all"] == tasks == sum(counts[k] for k in KINDS)
-    assert int(row(output, "sentiment")[3]) == 0 and int(row(output, "thumbnail")[3]) == 0
+    for kind in ("sentiment", "thumbnail", "webhook", "chain"):
+        assert number(row(output, kind)[3]) == 0, f"no {kind} task fails\n{output}"
+    # ~30% of the webhook attempts fail: dozens of retries in 300 tasks, none lost.
+    assert retries["webhook"] > 0 and retries["all"] == retries["webhook"], output
+    assert counts["chain"] > 0
+    fired, window = periodic(output)
+    assert 0 < fired <= window / 0.5 + 1, output
     assert f"All {tasks:,} tasks came back; none was lost." in output
     assert "conveyor -A tasks worker" in output, "the closing lines say how to go on"
+
+
+def periodic(output: str) -> tuple[int, float]:
+    """How many times beat's heartbeat ran, and in how many seconds."""
+    text = " ".join(output.split())  # the console wraps lines
+    found = re.search(
+        r"heartbeat_report every 0\.5 s .*? it ran (once|[\d,]+ times) in the ([\d.]+) s", text
+    )
+    assert found, output
+    fired = 1 if found.group(1) == "once" else number(found.group(1).split()[0])
+    return fired, float(found.group(2))
 
 
 def run_to_end(*args: str, home: Path, timeout: float = 90) -> str:

@@ -137,10 +137,11 @@ def test_eager_retries_run_inline() -> None:
         module.app.conf.task_always_eager = False
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 def test_every_signal_fires_with_celery_arguments(
-    failures: Any, redis_url: str, spawn_worker: Any
+    failures: Any, redis_url: str, spawn_worker: Any, pool: str
 ) -> None:
-    worker = spawn_worker(APP, _broker(), "-c", "1", "-n", "sig@%h")
+    worker = spawn_worker(APP, _broker(), "-P", pool, "-c", "1", "-n", "sig@%h")
     r = redis.Redis.from_url(redis_url)
     assert failures.quick.delay(5).get(timeout=10) == 5
     broken = failures.breaks.delay("x")

@@ -2,8 +2,10 @@
 
 It starts real ``conveyor worker`` processes on a fresh embedded broker (a SQLite file
 in a temporary directory, or ``--broker redis://...``), sends a few thousand tasks of
-the kinds people queue (model scoring, thumbnails, emails), shows progress, and ends
-with a table of throughput and latency per kind. It exits 1 if any task never came
+the kinds people queue (model scoring, thumbnails, emails, webhooks that fail and are
+retried, chains), shows progress, and ends with a table of throughput, retries and
+latency per kind. Meanwhile the CPU worker's embedded beat (``-B``) sends a periodic
+task every half second; the summary says how often it ran. It exits 1 if any task never came
 back, and stops every process it started, also on Ctrl-C.
 
 The app, tasks, workloads and output live in :mod:`conveyor.demo`; this module wires
@@ -17,7 +19,8 @@ import importlib.util
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["demo"]
 
-IO_THREADS = 8  # the emails wait on the network: threads, not processes
+IO_THREADS = 8  # the emails and webhooks wait on the network: threads, not processes
+RETRY_SLACK = 4  # tasks in flight beyond what the workers hold: retries waiting to be due
 EXIT_OK = 0
 EXIT_LOST = 1  # a task never came back, or a worker failed
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
@@ -111,9 +115,10 @@ def _run(
     seed: int | None,
 ) -> int:
     from ..demo import display
-    from ..demo.app import CPU_QUEUE, IO_QUEUE, app
+    from ..demo.app import CPU_QUEUE, HEARTBEAT_EVERY, IO_QUEUE, app
     from ..demo.processes import WorkerFailed, WorkerNode, WorkerSpec, wait_ready
-    from ..demo.runner import Runner
+    from ..demo.runner import PeriodicStats, Runner
+    from ..demo.tasks import HEARTBEAT_LOG, heartbeat_report, read_heartbeats
     from ..demo.workloads import WORKLOADS
     from ..worker.main import _safe_url
 
@@ -122,12 +127,13 @@ def _run(
     queues = [CPU_QUEUE, IO_QUEUE]
     run_id = os.getpid()  # two demos on one Redis must not see each other's workers
     specs = [
-        WorkerSpec(f"demo-cpu-{run_id}@%h", "prefork", concurrency, [CPU_QUEUE]),
+        WorkerSpec(f"demo-cpu-{run_id}@%h", "prefork", concurrency, [CPU_QUEUE], beat=True),
         WorkerSpec(f"demo-io-{run_id}@%h", "threads", IO_THREADS, [IO_QUEUE]),
     ]
-    # In flight: enough to fill each CPU process's prefetch (4) and every I/O thread.
-    # More only lengthens the queue: the latency grows, the rate does not (measured).
-    in_flight = 4 * concurrency + IO_THREADS
+    # In flight: enough to fill each CPU process's prefetch (4) and every I/O thread,
+    # and a few more for the webhooks waiting out a retry's backoff. More only lengthens
+    # the queue: the latency grows, the rate does not (measured).
+    in_flight = 4 * concurrency + IO_THREADS + RETRY_SLACK
     runner = Runner(app, WORKLOADS, count, in_flight=in_flight, seed=seed)
     try:
         app.broker.purge(queues)  # what an interrupted run left on a shared broker
@@ -135,14 +141,20 @@ def _run(
         raise click.ClickException(f"cannot use the broker {_safe_url(url)}: {exc}") from None
     display.introduce(console, url, specs, runner, fresh=url.startswith(f"sqlite:///{workdir}"))
     nodes = [WorkerNode(spec, workdir / f"worker-{i + 1}.log") for i, spec in enumerate(specs)]
+    heartbeats = workdir / "heartbeats.jsonl"  # heartbeat_report appends a line per run
     with _signals_interrupt():
         try:
+            started = time.monotonic()
             for node in nodes:
-                node.start(node.spec.command("conveyor.demo.app", url, backend_url))
+                command = node.spec.command("conveyor.demo.app", url, backend_url)
+                node.start(command, env={HEARTBEAT_LOG: str(heartbeats)})
             took = wait_ready(app, nodes, timeout=30)
             console.print(f"Workers ready in {took:.2f}s; sending tasks.")
             with display.LiveProgress(console, runner) as progress:
                 report = runner.run(on_progress=progress.update, check=lambda: _check(nodes))
+            # A short run may end before beat's first tick (one period after it starts).
+            _wait_for_file(heartbeats, HEARTBEAT_EVERY * 6, check=lambda: _check(nodes))
+            stopping = time.monotonic()
         except KeyboardInterrupt:
             console.print("\n[yellow]Interrupted:[/] stopping the workers.")
             _stop(console, app, nodes, purge=queues)
@@ -155,6 +167,12 @@ def _run(
             _stop(console, app, nodes, purge=queues)
             raise
         _stop(console, app, nodes, purge=())
+    report.periodic = PeriodicStats(
+        heartbeat_report.name,
+        HEARTBEAT_EVERY,
+        fired=len(read_heartbeats(heartbeats)),  # complete: its workers have stopped
+        window=stopping - started,
+    )
     display.summarize(console, report, runner.workloads)
     display.how_to_continue(console)
     return EXIT_LOST if report.lost else EXIT_OK
@@ -163,6 +181,16 @@ def _run(
 def _check(nodes: Sequence[WorkerNode]) -> None:
     for node in nodes:
         node.check()
+
+
+def _wait_for_file(path: Path, timeout: float, check: Callable[[], None]) -> None:
+    """Until something is written to ``path``, or ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size:
+            return
+        check()
+        time.sleep(0.02)
 
 
 def _stop(

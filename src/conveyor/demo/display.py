@@ -25,7 +25,7 @@ from rich.text import Text
 from ..app import default_data_dir
 from ..worker.main import _safe_url
 from .processes import WorkerSpec
-from .runner import Report, Runner
+from .runner import PeriodicStats, Report, Runner
 from .workloads import Workload
 
 __all__ = ["LiveProgress", "how_to_continue", "introduce", "summarize"]
@@ -43,12 +43,21 @@ def introduce(
         where = f"{_safe_url(url)} (under keys and queues of the demo's own)"
     kinds = "; ".join(w.what for w in runner.workloads)
     workers = " and ".join(spec.describe() for spec in specs)
+    periodic = ""
+    if any(spec.beat for spec in specs):
+        entries = runner.app.conf.beat_schedule or {}
+        every = ", ".join(
+            f"{str(e['task']).rsplit('.', 1)[-1]} every {e['schedule']:g} s"
+            for e in entries.values()
+            if isinstance(e.get("schedule"), (int, float))
+        )
+        periodic = f" Meanwhile beat sends {every} (app.conf.beat_schedule)." if every else ""
     console.print(
         f"[bold]conveyor demo[/]: a task queue at work with Celery's API, nothing to set up. "
         f"Messages and results live in {where}. It starts {len(specs)} workers, as "
         f"`conveyor worker` commands: {workers}. Then it sends {runner.total:,} tasks the "
         f"way a busy web app does, up to {runner.in_flight} in flight at a time: {kinds}. "
-        "Every task must come back with a result.\n"
+        f"Every task must come back with a result.{periodic}\n"
     )
 
 
@@ -91,7 +100,8 @@ class LiveProgress:
 
 def summarize(console: Console, report: Report, workloads: Sequence[Workload]) -> None:
     table = Table(title="What happened", title_justify="left")
-    for column in ("kind", "tasks", "ok", "failed", "lost", "tasks/s", "p50", "p99"):
+    columns = ("kind", "tasks", "ok", "failed", "retries", "lost", "tasks/s", "p50", "p99")
+    for column in columns:
         table.add_column(column, justify="left" if column == "kind" else "right")
     total = report.total()
     rows = [*report.kinds, total]
@@ -102,6 +112,7 @@ def summarize(console: Console, report: Report, workloads: Sequence[Workload]) -
             f"{k.sent:,}",
             f"{k.succeeded:,}",
             f"{k.failed:,}",
+            f"{k.retries:,}",
             f"[red]{lost:,}[/]" if lost else "0",
             f"{k.throughput():,.0f}",
             _duration(k.percentile(0.5)),
@@ -112,11 +123,16 @@ def summarize(console: Console, report: Report, workloads: Sequence[Workload]) -
     elapsed = (total.last_done or 0.0) - (total.first_sent or 0.0)
     console.print(
         f"{total.done:,} results in {elapsed:.1f}s on {os.cpu_count()} CPU cores. "
-        "Latency is from .delay() to the result stored by the worker."
+        "Latency is from .delay() to the result stored by the worker (for a chain, "
+        "to its last step's result; for a retried task, to its last attempt's)."
     )
     for workload in workloads:
         if workload.expected_failures:
             console.print(f"The failures are on purpose: {workload.expected_failures}.")
+        if workload.expected_retries:
+            console.print(f"The retries are on purpose: {workload.expected_retries}.")
+    if report.periodic is not None:
+        _periodic(console, report.periodic)
     if total.sent < total.planned:
         console.print(
             f"[bold red]Stopped early:[/] no result came for a while; {total.sent:,} of "
@@ -127,6 +143,17 @@ def summarize(console: Console, report: Report, workloads: Sequence[Workload]) -
         console.print(f"[bold red]{len(report.lost):,} tasks never came back:[/] {shown}")
     else:
         console.print(f"[bold green]All {total.sent:,} tasks came back; none was lost.[/]")
+
+
+def _periodic(console: Console, periodic: PeriodicStats) -> None:
+    name = periodic.task.rsplit(".", 1)[-1]
+    times = "once" if periodic.fired == 1 else f"{periodic.fired:,} times"
+    console.print(
+        f"Periodic: beat, embedded in the CPU worker (-B), sent {name} every "
+        f"{periodic.every:g} s (app.conf.beat_schedule); it ran {times} in the "
+        f"{periodic.window:.1f} s the workers were up.",
+        style=None if periodic.fired else "bold red",
+    )
 
 
 def how_to_continue(console: Console) -> None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -39,19 +39,22 @@ class WorkerSpec:
     pool: str
     concurrency: int
     queues: Sequence[str]
+    beat: bool = False  # -B: also run beat (the app's periodic tasks), in a child process
 
     def command(self, app_module: str, broker_url: str, backend_url: str) -> list[str]:
         app = ["-A", app_module, "-b", broker_url, "--result-backend", backend_url]
         pool = ["-P", self.pool, "-c", str(self.concurrency), "-Q", ",".join(self.queues)]
         rest = ["-n", self.name, "-l", "warning", "--shutdown-timeout", "10"]
-        return [sys.executable, "-m", "conveyor", *app, "worker", *pool, *rest]
+        beat = ["-B"] if self.beat else []
+        return [sys.executable, "-m", "conveyor", *app, "worker", *pool, *beat, *rest]
 
     def describe(self) -> str:
         unit = "process" if self.pool == "prefork" else "thread"
         plural = "es" if unit == "process" else "s"
         count = f"{self.concurrency} {unit}{plural if self.concurrency != 1 else ''}"
         queues = ", ".join(self.queues)
-        return f"{expand_hostname(self.name)} ({self.pool}, {count}, queue {queues})"
+        beat = ", with beat (-B)" if self.beat else ""
+        return f"{expand_hostname(self.name)} ({self.pool}, {count}, queue {queues}{beat})"
 
 
 @dataclass(slots=True)
@@ -65,10 +68,12 @@ class WorkerNode:
     def hostname(self) -> str:
         return expand_hostname(self.spec.name)
 
-    def start(self, command: list[str]) -> None:
+    def start(self, command: list[str], env: Mapping[str, str] | None = None) -> None:
+        """``env``: variables to set for the worker, on top of the demo's own."""
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command,
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -4,7 +4,9 @@ It keeps a bounded number of tasks in flight (sent, result not yet seen), like a
 app whose requests each enqueue work: the workers stay busy, the queue stays short, so
 the latency it measures is a task's (queue wait and run), not the length of a backlog.
 Latency is from just before ``.delay()`` to the ``date_done`` the worker stored with
-the result, so how often the runner looks does not change it.
+the result, so how often the runner looks does not change it. A task that was retried
+has one result, its last attempt's, which says how many retries it took; a chain is one
+unit too, watched through its last step's result.
 
 A task whose result never comes is *lost*; the run ends when every task has a result,
 or when none has come for ``stall_timeout`` seconds.
@@ -23,7 +25,7 @@ from ..app import Conveyor
 from ..backends.base import decode_meta
 from .workloads import Workload
 
-__all__ = ["KindStats", "Report", "Runner", "plan"]
+__all__ = ["KindStats", "PeriodicStats", "Report", "Runner", "plan"]
 
 
 @dataclass(slots=True)
@@ -35,6 +37,7 @@ class KindStats:
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
+    retries: int = 0  # how many times its tasks were retried, in all
     latencies: list[float] = field(default_factory=list)
     first_sent: float | None = None
     last_done: float | None = None
@@ -43,7 +46,8 @@ class KindStats:
     def done(self) -> int:
         return self.succeeded + self.failed
 
-    def record(self, status: str, sent_at: float, done_at: float) -> None:
+    def record(self, status: str, sent_at: float, done_at: float, retries: int = 0) -> None:
+        self.retries += retries
         if status == states.SUCCESS:
             self.succeeded += 1
         else:
@@ -65,11 +69,28 @@ class KindStats:
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodicStats:
+    """How often beat's periodic task ran while the workers were up."""
+
+    task: str
+    every: float  # its schedule, in seconds
+    fired: int  # how many times it ran
+    window: float  # seconds from starting the workers to stopping them
+
+    @property
+    def most(self) -> int:
+        """The most it can have run: one tick per period after beat starts (and one
+        more for a tick missed while no beat ran, sent when one starts)."""
+        return int(self.window / self.every) + 1
+
+
 @dataclass(slots=True)
 class Report:
     kinds: list[KindStats]
     lost: list[str]  # ids of the tasks that never got a result
     interrupted: bool = False
+    periodic: PeriodicStats | None = None  # filled in by the demo once its workers stop
 
     def total(self) -> KindStats:
         total = KindStats("all", sum(k.planned for k in self.kinds))
@@ -77,6 +98,7 @@ class Report:
             total.sent += k.sent
             total.succeeded += k.succeeded
             total.failed += k.failed
+            total.retries += k.retries
             total.latencies.extend(k.latencies)
             if k.first_sent is not None:
                 total.first_sent = min(total.first_sent or k.first_sent, k.first_sent)
@@ -180,6 +202,7 @@ class Runner:
             if meta.status not in states.READY_STATES:
                 continue
             entry = self.pending.pop(task_id)
-            entry.stats.record(meta.status, entry.sent_at, meta.date_done or time.time())
+            done_at = meta.date_done or time.time()
+            entry.stats.record(meta.status, entry.sent_at, done_at, meta.retries)
             finished += 1
         return finished

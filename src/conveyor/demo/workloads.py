@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..canvas import chain
 from ..result import AsyncResult
 from .corpus import HOLDOUT, NEGATIVE, POSITIVE
-from .tasks import batch_score, make_thumbnail, send_email
+from .tasks import FLAKY_RATE, batch_score, call_webhook, make_thumbnail, send_email, summarize
 
 __all__ = ["WORKLOADS", "Workload"]
 
@@ -28,6 +29,7 @@ class Workload:
     weight: int  # its share of the tasks, relative to the others
     send: Send  # send unit number ``n``; return the result to wait for
     expected_failures: str | None = None  # why some of its tasks fail on purpose
+    expected_retries: str | None = None  # why some of its tasks are retried
 
 
 # What a review site receives: the labelled sentences, and sentences the model never saw.
@@ -61,6 +63,20 @@ def _email(rng: random.Random, n: int) -> AsyncResult[Any]:
     return send_email.delay(f"user{n}@{domain}", template, context)
 
 
+_EVENTS = ("order.paid", "order.shipped", "invoice.created", "customer.updated")
+
+
+def _webhook(rng: random.Random, n: int) -> AsyncResult[Any]:
+    url = f"https://hooks.example.com/customer/{rng.randint(1, 500)}"
+    return call_webhook.delay(url, {"id": n, "type": rng.choice(_EVENTS)})
+
+
+def _report(rng: random.Random, n: int) -> AsyncResult[Any]:
+    # A chain's result is its last step's: the report, which is what the runner waits for.
+    texts = rng.sample(REVIEWS, rng.randint(10, 40))
+    return chain(batch_score.s(texts), summarize.s()).delay()
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "sentiment",
@@ -83,5 +99,25 @@ WORKLOADS: tuple[Workload, ...] = (
             f"{BOUNCE_RATE:.0%} of the emails go to an undeliverable address and fail, "
             "as real bounces do"
         ),
+    ),
+    Workload(
+        "webhook",
+        f"webhook calls of which {FLAKY_RATE:.0%} of attempts drop the connection "
+        "and are retried (autoretry_for, retry_backoff)",
+        weight=2,
+        send=_webhook,
+        expected_retries=(
+            f"{FLAKY_RATE:.0%} of the webhook attempts raise ConnectionError; "
+            "autoretry_for sends the task again after a backoff that doubles each time "
+            "(retry_backoff=0.05: up to 50 ms, then 100 ms, ...), and max_retries=5 is "
+            "enough for every one to get through"
+        ),
+    ),
+    Workload(
+        "chain",
+        "chains that score a batch, then summarize it in a report "
+        "(batch_score.s(texts) | summarize.s())",
+        weight=1,
+        send=_report,
     ),
 )

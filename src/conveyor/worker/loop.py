@@ -39,6 +39,10 @@ BACKLOG_FACTOR = 4
 LATE_INTERRUPTIONS = (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError)
 
 
+class FetchInterrupted(Exception):
+    """Raised by a shutdown signal handler into a loop blocked in fetch."""
+
+
 class TaskTracker(Protocol):
     """Told when a task starts and ends (the prefork child writes it where its
     supervisor can read it, to enforce hard limits and terminate revoked tasks)."""
@@ -91,6 +95,7 @@ class ConsumeLoop:
         self.stop = stop
         self.prefetch = max(1, prefetch)
         self._batch = self.prefetch
+        self.in_fetch = False  # idle in a blocking fetch (a shutdown may interrupt it)
         self.max_tasks = max_tasks
         self.buffer: deque[Delivery] = deque()
         self.current: Delivery | None = None
@@ -122,6 +127,11 @@ class ConsumeLoop:
                 try:
                     self._cycle()
                     backoff = 0.1
+                except FetchInterrupted:
+                    # Shutdown arrived while idle in a fetch: leave now rather than when
+                    # the fetch times out. Its connection is mid-command, so it goes; a
+                    # lease it may have taken is given back by the supervisor's reclaim.
+                    self._consumer = None
                 except LATE_INTERRUPTIONS as exc:
                     # A limit or terminate raised from another thread landed just after
                     # its task ended: hand back any lease this loop lost track of.
@@ -198,7 +208,11 @@ class ConsumeLoop:
                 f"; gave back {recovered} leases whose fetch reply was lost" if recovered else "",
             )
         if not self.buffer:
-            deliveries = consumer.fetch(self._batch, timeout=1.0)
+            self.in_fetch = True
+            try:
+                deliveries = consumer.fetch(self._batch, timeout=1.0)
+            finally:
+                self.in_fetch = False
             # A full batch means a backlog: lease more per round trip next time, up to
             # BACKLOG_FACTOR x prefetch (still bounded; the keeper gives back the rest if
             # a slow task holds them). A partial batch goes back to the plain prefetch.

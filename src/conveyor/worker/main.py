@@ -20,6 +20,7 @@ from .logs import LoggingListener
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from .loop import ConsumeLoop
 
 __all__ = ["POOLS", "Worker"]
 
@@ -68,6 +69,7 @@ class Worker:
         self.hooks = WorkerHooks()
         self.stop = threading.Event()
         self.on_cold: Callable[[], None] | None = None
+        self.main_loop: ConsumeLoop | None = None
         self.started_at = time.time()
         self._signals = 0
         if logging.getLogger("conveyor.worker").isEnabledFor(logging.INFO):
@@ -124,6 +126,11 @@ class Worker:
                 signal.Signals(signum).name,
             )
             self.stop.set()
+            loop = self.main_loop
+            if loop is not None and loop.in_fetch:
+                from .loop import FetchInterrupted
+
+                raise FetchInterrupted  # solo and idle: no task to finish, leave now
             if self.shutdown_timeout > 0:
                 timer = threading.Timer(
                     self.shutdown_timeout, os.kill, (os.getpid(), signal.SIGTERM)

@@ -58,6 +58,8 @@ def run_in_process(worker: Worker, threads: int) -> int:
     keeper.start()
     worker.on_cold = lambda: _cold(worker, loops)
     if threads <= 0:
+        worker.main_loop = loops[0]  # solo: a shutdown may interrupt its idle fetch
+    if threads <= 0:
         announcer = threading.Thread(
             target=_announce_when_ready, args=(worker, ready, 1), daemon=True
         )
@@ -81,6 +83,7 @@ def run_in_process(worker: Worker, threads: int) -> int:
             _cold(worker, loops)
     stop.set()
     keeper.join(2)
+    worker.retire()
     return 0
 
 

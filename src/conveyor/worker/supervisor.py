@@ -38,7 +38,7 @@ from .beat import EmbeddedBeat
 from .executor import failure_reason
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import TRANSIENT, ConsumeLoop
+from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
 from .timelimits import Alarm
@@ -168,6 +168,7 @@ class Supervisor:
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         stop = threading.Event()
         stopping = False
+        loops: list[ConsumeLoop] = []
 
         def on_term(signum: int, frame: object) -> None:
             # Always warm: systemd and pkill signal every process of the worker, so a
@@ -178,6 +179,8 @@ class Supervisor:
             if not stopping:
                 stopping = True
                 stop.set()
+                if loops and loops[0].in_fetch:
+                    raise FetchInterrupted  # idle: no task to finish, leave now
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
@@ -201,6 +204,7 @@ class Supervisor:
             tracker=SlotTracker(self.slots, index - 1),
             alarm=Alarm(enforce_hard=False),  # the hard limit is this supervisor's
         )
+        loops.append(loop)
         keeper = LeaseKeeper(self.app, [loop], stop, reclaim=False, revocations=self.revocations)
         keeper.start()
         loop.run()
