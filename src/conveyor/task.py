@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
-from .backends.base import ResultMeta, encode_meta
+from .backends.base import ResultMeta, encode_meta, error_meta
 from .exceptions import MaxRetriesExceededError, Retry
 from .flow import KeySpec, call_key
 from .message import Envelope, encode_envelope
@@ -59,6 +59,30 @@ class Context:
     errbacks: list[dict[str, Any]] | None = None
     chord: dict[str, Any] | None = None
     children: list[str] | None = None  # ids of the tasks it sent while running
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope, **extra: Any) -> Context:
+        """The request a worker runs for a message (``extra``: hostname, delivery info)."""
+        return cls(
+            id=envelope.id,
+            task=envelope.task,
+            args=envelope.args,
+            kwargs=envelope.kwargs,
+            retries=envelope.retries,
+            root_id=envelope.root_id,
+            parent_id=envelope.parent_id,
+            group=envelope.group_id,
+            eta=envelope.eta,
+            expires=envelope.expires,
+            headers=envelope.headers,
+            called_directly=False,
+            time_limit=envelope.time_limit,
+            soft_time_limit=envelope.soft_time_limit,
+            callbacks=envelope.callbacks,
+            errbacks=envelope.errbacks,
+            chord=envelope.chord,
+            **extra,
+        )
 
 
 _local = threading.local()
@@ -372,13 +396,11 @@ class Task(Generic[P, R]):
         except Exception as exc:
             if self.app.conf.task_eager_propagates:
                 raise
-            meta = ResultMeta(
-                task_id=task_id,
-                status=states.FAILURE,
-                exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                exc_args=[_plain(a) for a in exc.args],
+            meta = error_meta(
+                task_id,
+                states.FAILURE,
+                exc,
                 traceback=traceback_module.format_exc(),
-                date_done=time.time(),
                 name=self.name,
             )
         else:
@@ -572,13 +594,6 @@ def _place(
         envelope.parent_id = workflow.get("parent_id") or envelope.parent_id
         envelope.group_id = workflow.get("group_id")
         envelope.chord = workflow.get("chord")
-
-
-def _plain(value: Any) -> Any:
-    """Exception arguments as something every serializer can store."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
 
 
 def _epoch(value: datetime | float | None, relative_to: float | None = None) -> float | None:

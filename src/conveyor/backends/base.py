@@ -47,6 +47,40 @@ class ResultMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     children: list[str] | None = None
 
 
+def error_meta(
+    task_id: str,
+    status: str,
+    exc: BaseException,
+    *,
+    traceback: str | None = None,
+    name: str | None = None,
+    retries: int = 0,
+    parent_id: str | None = None,
+    worker: str | None = None,
+) -> ResultMeta:
+    """The record of a task that ended in an exception (failed, revoked, rejected): its
+    type by dotted name and its arguments, so ``get()`` can raise it again."""
+    return ResultMeta(
+        task_id=task_id,
+        status=status,
+        exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        exc_args=[_plain(arg) for arg in exc.args],
+        traceback=traceback,
+        date_done=time.time(),
+        name=name,
+        retries=retries,
+        parent_id=parent_id,
+        worker=worker,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """An exception argument as something every serializer can store."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ResultMeta)
 

@@ -33,6 +33,11 @@ Command = tuple[Any, ...]
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+def text(value: Any) -> str:
+    """A reply (bytes, as redis-py returns them without decode_responses) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _pack(commands: Sequence[Command]) -> bytes:
     # hiredis packs in C; redis-py's own packer costs ~14 µs a command in Python.
     return b"".join([hiredis.pack_command(command) for command in commands])

@@ -367,9 +367,7 @@ class Database:
                 if not _busy(exc):
                     raise
                 if time.monotonic() >= deadline:
-                    raise SQLiteBusy(
-                        f"{self.path} stayed locked for {self.busy_timeout}s"
-                    ) from exc
+                    raise SQLiteBusy(f"{self.path} stayed locked for {self.busy_timeout}s") from exc
             time.sleep(pause)
             pause = min(pause * 2, _MAX_BACKOFF)
 
@@ -396,6 +394,7 @@ class Database:
         if not final or not waiting or not waiting[0][0]:
             return []
         return [row[0] for row in conn.execute(TAKE_WAITERS, ("r:" + task_id,))]
+
 
 def _statements(script: str) -> Iterator[str]:
     """The statements of ``script`` (executescript() would commit our transaction)."""

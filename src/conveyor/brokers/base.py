@@ -30,6 +30,16 @@ __all__ = [
 PRIORITY_LEVELS = 10
 
 
+def priority_level(priority: int | None) -> int:
+    """The level a priority is queued at (0-9, 0 served first; None is 0), checked
+    once here for every broker."""
+    if priority is None:
+        return 0
+    if not 0 <= priority < PRIORITY_LEVELS:
+        raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
+    return int(priority)
+
+
 @dataclass(slots=True)
 class Delivery:
     """One leased message."""

@@ -29,6 +29,7 @@ from .base import (
     QueueStats,
     ResultWrite,
     Revocations,
+    priority_level,
 )
 from .memory_flow import MemoryFlowControl
 
@@ -103,14 +104,6 @@ def _state_for(url: str) -> _State:
         return state
 
 
-def _level(priority: int | None) -> int:
-    if priority is None:
-        return 0
-    if not 0 <= priority < PRIORITY_LEVELS:
-        raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
-    return int(priority)
-
-
 class MemoryBroker(MemoryFlowControl, Broker):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -125,7 +118,7 @@ class MemoryBroker(MemoryFlowControl, Broker):
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
-        level = _level(priority)
+        level = priority_level(priority)
         now = time.time()
         due = now + max(0.0, countdown) if countdown is not None else eta
         state = self.state

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ._redis import RedisLink, load_script, pool_from_url
+from ._redis import text as _text
 from .base import (
     PRIORITY_LEVELS,
     Broker,
@@ -35,6 +36,7 @@ from .base import (
     QueueStats,
     ResultWrite,
     Revocations,
+    priority_level,
 )
 from .keys import RedisKeys
 from .redis_flow import RedisFlowControl
@@ -74,18 +76,6 @@ def _dead_letter(raw: Any) -> DeadLetter:
     )
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _level(priority: int | None) -> str:
-    if priority is None:
-        return "0"
-    if not 0 <= priority < PRIORITY_LEVELS:
-        raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
-    return str(priority)
-
-
 class RedisBroker(RedisFlowControl, Broker):
     def __init__(
         self, url: str, *, key_prefix: str = "conveyor", backend_url: str | None = None
@@ -118,7 +108,7 @@ class RedisBroker(RedisFlowControl, Broker):
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
-        level = _level(priority)
+        level = str(priority_level(priority))
         countdown_ms = -1 if countdown is None else max(0, int(countdown * 1000))
         eta_ms = -1 if eta is None else int(eta * 1000)
         base = self.keys.queue(queue)

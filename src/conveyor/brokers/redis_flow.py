@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ._redis import Script, load_script
-from .base import PRIORITY_LEVELS, Delivery
+from ._redis import text as _text
+from .base import Delivery, priority_level
 
 if TYPE_CHECKING:
     from ._redis import RedisLink
@@ -35,10 +36,6 @@ SLOT = load_script(_PACKAGE, "slot")
 DEFER = load_script(_PACKAGE, "defer")
 
 _RETRY = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -97,8 +94,7 @@ class RedisFlowControl:
         countdown: float | None = None,
         eta: float | None = None,
     ) -> str | None:
-        if not 0 <= priority < PRIORITY_LEVELS:
-            raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
+        priority = priority_level(priority)
         keys = (self.keys.queue(queue), self.keys.queues, self.keys.unique(key))
         args = (
             "" if queue in self._announced else queue,

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from ._doorbell import BACKSTOP, Doorbell, ring
 from ._sqlite import TAKE_WAITERS, Database
 from .base import (
-    PRIORITY_LEVELS,
     Broker,
     BrokerConsumer,
     DeadLetter,
@@ -38,6 +37,7 @@ from .base import (
     QueueStats,
     ResultWrite,
     Revocations,
+    priority_level,
 )
 from .sqlite_flow import SQLiteFlowControl
 
@@ -76,14 +76,6 @@ _EXPIRED = "SELECT id FROM consumers WHERE expires <= ? LIMIT 50"
 _RECLAIM_BATCH = 50
 
 
-def _level(priority: int | None) -> int:
-    if priority is None:
-        return 0
-    if not 0 <= priority < PRIORITY_LEVELS:
-        raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
-    return int(priority)
-
-
 def _take_waiters(conn: sqlite3.Connection, queues: Iterable[str]) -> list[str]:
     addresses: list[str] = []
     for queue in queues:
@@ -109,7 +101,7 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
-        level = _level(priority)
+        level = priority_level(priority)
         now = time.time()
         due = now
         if countdown is not None:

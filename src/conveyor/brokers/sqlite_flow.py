@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ._doorbell import ring
 from ._sqlite import TAKE_WAITERS
-from .base import PRIORITY_LEVELS, Delivery
+from .base import Delivery, priority_level
 
 if TYPE_CHECKING:
     import sqlite3
@@ -104,8 +104,7 @@ class SQLiteFlowControl:
         countdown: float | None = None,
         eta: float | None = None,
     ) -> str | None:
-        if not 0 <= priority < PRIORITY_LEVELS:
-            raise ValueError(f"priority must be 0-9 (0 is served first), got {priority}")
+        priority = priority_level(priority)
         now = time.time()
         due = now
         if countdown is not None:
@@ -186,9 +185,7 @@ class SQLiteFlowControl:
             count = conn.execute("SELECT count(*) FROM slots WHERE key = ?", (key,)).fetchone()
             if count[0] >= limit:
                 conn.execute(_STALE_SLOTS, (key, time.time()))
-                count = conn.execute(
-                    "SELECT count(*) FROM slots WHERE key = ?", (key,)
-                ).fetchone()
+                count = conn.execute("SELECT count(*) FROM slots WHERE key = ?", (key,)).fetchone()
                 if count[0] >= limit:
                     return False
             conn.execute(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import states
-from ..backends.base import ResultMeta, encode_meta
+from ..backends.base import ResultMeta, encode_meta, error_meta
 from ..brokers.base import Delivery, ResultWrite
 from ..exceptions import (
     ConfigurationError,
@@ -92,12 +92,8 @@ class Executor:
             envelope = decode_envelope(delivery.body, self.accept)
         except (MessageError, ContentDisallowed) as exc:
             return self._reject(delivery, None, str(exc))
-        request = Context(
-            id=envelope.id,
-            task=envelope.task,
-            args=envelope.args,
-            kwargs=envelope.kwargs,
-            retries=envelope.retries,
+        request = Context.from_envelope(
+            envelope,
             hostname=self.hostname,
             delivery_info={
                 "queue": delivery.queue,
@@ -106,18 +102,6 @@ class Executor:
                 "redelivered": delivery.redelivered,
                 "deliveries": delivery.deliveries,
             },
-            root_id=envelope.root_id,
-            parent_id=envelope.parent_id,
-            group=envelope.group_id,
-            eta=envelope.eta,
-            expires=envelope.expires,
-            headers=envelope.headers,
-            called_directly=False,
-            time_limit=envelope.time_limit,
-            soft_time_limit=envelope.soft_time_limit,
-            callbacks=envelope.callbacks,
-            errbacks=envelope.errbacks,
-            chord=envelope.chord,
         )
         if envelope.task not in self.app.tasks:
             return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
@@ -272,13 +256,11 @@ class Executor:
         self, request: Context, status: str, exc: BaseException, tb: str | None
     ) -> ResultWrite:
         assert request.id is not None
-        meta = ResultMeta(
-            task_id=request.id,
-            status=status,
-            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            exc_args=[_plain(a) for a in exc.args],
+        meta = error_meta(
+            request.id,
+            status,
+            exc,
             traceback=tb,
-            date_done=time.time(),
             name=request.task,
             retries=request.retries,
             parent_id=request.parent_id,
@@ -330,9 +312,3 @@ _REVOKED_TEXT = {
 
 def _flag(task_value: bool | None, default: bool) -> bool:
     return default if task_value is None else bool(task_value)
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)

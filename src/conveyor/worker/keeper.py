@@ -17,14 +17,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .. import states
-from ..backends.base import ResultMeta, encode_meta
-from ..brokers.base import Delivery, ResultWrite
+from ..brokers.base import Delivery
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from .executor import failure_reason
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .timelimits import GRACE_SECONDS, Deadlines, raise_in_thread
-from .workflow import settle_failure
+from .verdicts import record_ended
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -148,23 +146,17 @@ class LeaseKeeper(threading.Thread):
             task_id,
             deadlines.hard_limit,
         )
-        text = f"time limit ({deadlines.hard_limit:g}s) exceeded"
-        meta = ResultMeta(
+        record_ended(
+            self.app,
+            consumer_id=loop.consumer_id,
+            tag=delivery.tag,
             task_id=task_id,
             status=states.FAILURE,
-            exc_type="conveyor.exceptions.TimeLimitExceeded",
-            exc_args=[text],
-            date_done=time.time(),
+            exc=TimeLimitExceeded(f"time limit ({deadlines.hard_limit:g}s) exceeded"),
             worker=loop.hostname,
+            body=delivery.body,
+            queue=delivery.queue,
         )
-        write = ResultWrite(task_id, encode_meta(meta), True)
-        # A workflow step: fail what follows and count its chord, as the executor would.
-        exc = TimeLimitExceeded(text)
-        if not settle_failure(self.app, self.app.broker, delivery.body, write, exc):
-            self.app.backend.store(task_id, write.payload, True)
-        if not self.app.conf.task_acks_on_failure_or_timeout:
-            self.app.broker.dead_letter(delivery.body, delivery.queue, failure_reason(exc))
-        self.app.broker.discard(loop.consumer_id, [delivery.tag])
         if loop.alarm is not None:
             # solo: the main thread cannot be taken back from the task; leave so the
             # process manager starts a fresh worker (documented in timelimits.py).

@@ -31,21 +31,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import states
-from ..backends.base import ResultMeta, encode_meta
-from ..brokers.base import ResultWrite
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .beat import EmbeddedBeat
-from .executor import failure_reason
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
 from .timelimits import Alarm
-from .workflow import settle_failure
+from .verdicts import record_ended
 
 if TYPE_CHECKING:
-    from ..app import Conveyor
     from .main import Worker
 
 __all__ = ["Supervisor"]
@@ -87,7 +83,6 @@ class Supervisor:
         # back to the queue (bounded by task_max_deliveries); False records it as failed
         # with WorkerLostError, as Celery does by default.
         self.reject_on_worker_lost = bool(conf.task_reject_on_worker_lost)
-        self.acks_on_failure = bool(conf.task_acks_on_failure_or_timeout)
 
     # lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -310,23 +305,16 @@ class Supervisor:
 
     def _record(self, child: Child, slot: Slot, status: str, exc: Exception) -> None:
         """Store the task's outcome and end its lease, so it is not delivered again."""
-        meta = ResultMeta(
+        record_ended(
+            self.app,
+            consumer_id=child.consumer_id,
+            tag=slot.tag,
             task_id=slot.task_id,
             status=status,
-            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            exc_args=[str(exc)],
-            date_done=time.time(),
+            exc=exc,
             worker=self.worker.hostname,
+            body=self.app.broker.leased_body(child.consumer_id, slot.tag),
         )
-        write = ResultWrite(slot.task_id, encode_meta(meta), True)
-        broker = self.app.broker
-        body = broker.leased_body(child.consumer_id, slot.tag)
-        # A workflow step: fail what follows and count its chord, as the executor would.
-        if body is None or not settle_failure(self.app, broker, body, write, exc):
-            self.app.backend.store(slot.task_id, write.payload, True)
-        if body is not None and status == states.FAILURE and not self.acks_on_failure:
-            broker.dead_letter(body, _queue_of(self.app, body), failure_reason(exc))
-        broker.discard(child.consumer_id, [slot.tag])
 
     # periodic work --------------------------------------------------------------------
     def _tick(self) -> None:
@@ -380,17 +368,6 @@ class Supervisor:
             self.beat.stop()
         self.worker.retire()
         return 0
-
-
-def _queue_of(app: Conveyor, body: bytes) -> str:
-    """The queue a message was routed to (by its task name), for a dead letter."""
-    from ..message import decode_envelope
-    from ..serializers import accepted
-
-    try:
-        return app.route(decode_envelope(body, accepted(app.conf.accept_content)).task)
-    except Exception:
-        return str(app.conf.task_default_queue)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - Linux only, in the child

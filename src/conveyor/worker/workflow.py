@@ -69,17 +69,7 @@ def settle_failure(
         envelope = decode_envelope(body, accepted(app.conf.accept_content))
     except Exception:
         return False
-    request = Context(
-        id=envelope.id,
-        task=envelope.task,
-        retries=envelope.retries,
-        root_id=envelope.root_id,
-        parent_id=envelope.parent_id,
-        called_directly=False,
-        callbacks=envelope.callbacks,
-        errbacks=envelope.errbacks,
-        chord=envelope.chord,
-    )
+    request = Context.from_envelope(envelope)
     if not in_workflow(request):
         return False
     Workflow(app, broker).failed(request, write, exc, None, True)

@@ -1,0 +1,62 @@
+"""Recording a task the worker ended from outside the executor.
+
+The prefork supervisor (hard time limit, terminate, a lost child) and the threads/solo
+keeper (a task that outlived its hard limit) end tasks the executor never finishes.
+Both record them the same way, here: the outcome is stored (a workflow step also fails
+what follows and counts toward its chord), a failure is dead-lettered when
+``task_acks_on_failure_or_timeout`` is off, and the lease ends so the message is not
+delivered again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import states
+from ..backends.base import encode_meta, error_meta
+from ..brokers.base import ResultWrite
+from .executor import failure_reason
+from .workflow import settle_failure
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+__all__ = ["record_ended"]
+
+
+def record_ended(
+    app: Conveyor,
+    *,
+    consumer_id: str,
+    tag: str,
+    task_id: str,
+    status: str,
+    exc: BaseException,
+    worker: str,
+    body: bytes | None,
+    queue: str | None = None,
+) -> None:
+    """Record task ``task_id`` (leased by ``consumer_id`` as ``tag``) as ended with
+    ``exc``; ``body`` is its message when still at hand."""
+    write = ResultWrite(task_id, encode_meta(error_meta(task_id, status, exc, worker=worker)), True)
+    broker = app.broker
+    if body is None or not settle_failure(app, broker, body, write, exc):
+        app.backend.store(task_id, write.payload, True)
+    if (
+        body is not None
+        and status == states.FAILURE
+        and not app.conf.task_acks_on_failure_or_timeout
+    ):
+        broker.dead_letter(body, queue or _queue_of(app, body), failure_reason(exc))
+    broker.discard(consumer_id, [tag])
+
+
+def _queue_of(app: Conveyor, body: bytes) -> str:
+    """The queue a message was routed to (by its task name), for a dead letter."""
+    from ..message import decode_envelope
+    from ..serializers import accepted
+
+    try:
+        return app.route(decode_envelope(body, accepted(app.conf.accept_content)).task)
+    except Exception:
+        return str(app.conf.task_default_queue)
