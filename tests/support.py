@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from conveyor.brokers.keys import RedisKeys
 from conveyor.message import encode_envelope
+from conveyor.stores.redis.keys import RedisKeys
 
 
 def free_port() -> int:

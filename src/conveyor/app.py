@@ -18,9 +18,9 @@ from .signals import Signal
 from .task import Task
 
 if TYPE_CHECKING:
-    from .backends.base import ResultBackend
-    from .brokers.base import Broker
     from .control import Control
+    from .stores.results import ResultBackend
+    from .stores.transport import Broker
 
 __all__ = ["Conveyor", "current_app", "shared_task"]
 
@@ -140,7 +140,7 @@ class Conveyor:
         if self._broker is None or self._pid != os.getpid():
             with self._lock:
                 if self._broker is None or self._pid != os.getpid():
-                    from .brokers import broker_from_url
+                    from .stores import broker_from_url
 
                     self._adopt_fork()
                     self._broker = broker_from_url(
@@ -153,7 +153,7 @@ class Conveyor:
         if self._backend is None or self._pid != os.getpid():
             with self._lock:
                 if self._backend is None or self._pid != os.getpid():
-                    from .backends import backend_from_url
+                    from .stores import backend_from_url
 
                     self._adopt_fork()
                     self._backend = backend_from_url(

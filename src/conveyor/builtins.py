@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .backends.base import decode_meta
 from .canvas import CHORD_JOIN, MAP, STARMAP, Signature, _failure_text
 from .exceptions import ChordError
+from .stores.results import decode_meta
 
 if TYPE_CHECKING:
     from .app import Conveyor

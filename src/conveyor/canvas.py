@@ -13,7 +13,7 @@ Nothing polls. A chain travels as the callbacks of each message (``Envelope.call
 kept flat: step 1's message carries ``chain(step 2, ..., step n)``). A chord is joined
 by the result backend: each header task's result is stored and counted in one atomic
 step, and the step that counts the last one also queues the body (``chord_part`` in
-``backends/``; the design is in docs/architecture.md, "Workflows").
+``stores/``; the design is in docs/architecture.md, "Workflows").
 
 Every id in a workflow is chosen ("frozen") before its first message leaves, so the
 caller holds the final result at once, and a failure can be written onto every step
@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import states
-from .backends.base import ChordBody, ChordSpec
 from .exceptions import ChordError
 from .message import encode_envelope
 from .result import AsyncResult, EagerResult, GroupResult
+from .stores.results import ChordBody, ChordSpec
 from .task import new_task_id
 
 if TYPE_CHECKING:
@@ -943,7 +943,7 @@ def _eager(result: AsyncResult[Any]) -> EagerResult[Any]:
     """An eager step's result as an EagerResult (a nested group or chain yields one)."""
     if isinstance(result, EagerResult):
         return result
-    from .backends.base import ResultMeta
+    from .stores.results import ResultMeta
 
     try:
         value = result.get()
@@ -960,7 +960,7 @@ def _eager(result: AsyncResult[Any]) -> EagerResult[Any]:
 
 
 def _eager_failure(sig: Signature[Any], exc: BaseException) -> EagerResult[Any]:
-    from .backends.base import ResultMeta
+    from .stores.results import ResultMeta
 
     task_id = sig.id or new_task_id()
     meta = ResultMeta(

@@ -7,6 +7,7 @@
     ├── ContentDisallowed           a message in a content type not in accept_content
     ├── MessageError                a message that cannot be decoded or is invalid
     ├── BrokerError                 the broker could not take or give a message
+    │   └── BrokerUnavailable (builtins.ConnectionError)   the store cannot be reached
     ├── TimeoutError (builtins.TimeoutError)   ``AsyncResult.get`` waited too long
     ├── TaskError                   a task failed with an exception type we cannot import
     ├── ChordError                  a chord's header task failed, so its body did not run
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "AppNotFound",
     "BrokerError",
+    "BrokerUnavailable",
     "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
@@ -77,6 +79,18 @@ class MessageError(ConveyorError):
 
 class BrokerError(ConveyorError):
     """The broker refused or failed an operation."""
+
+
+class BrokerUnavailable(BrokerError, builtins.ConnectionError):
+    """A store (broker, result backend or coordinator) cannot be reached.
+
+    Every store maps its client library's connection errors to this one class, in one
+    place, so nothing above the store sees redis-py's (or any other client's) classes.
+    ``url`` is the store's URL with any password masked."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class TimeoutError(ConveyorError, builtins.TimeoutError):

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import states
-from .backends.base import ResultMeta, decode_meta
 from .exceptions import TaskError, TimeoutError
+from .stores.results import ResultMeta, decode_meta
 
 if TYPE_CHECKING:
     from .app import Conveyor

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
-from .backends.base import ResultMeta, encode_meta, error_meta
 from .exceptions import MaxRetriesExceededError, Retry
 from .flow import KeySpec, call_key
 from .message import Envelope, encode_envelope
 from .result import AsyncResult, EagerResult
+from .stores.results import ResultMeta, encode_meta, error_meta
 
 if TYPE_CHECKING:
     from .app import Conveyor

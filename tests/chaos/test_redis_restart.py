@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.brokers.keys import RedisKeys
+from conveyor.stores.redis.keys import RedisKeys
 
 from ..support import RedisServer, connected, free_port, wait_for
 

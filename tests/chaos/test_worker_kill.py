@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.brokers.keys import RedisKeys
+from conveyor.stores.redis.keys import RedisKeys
 
 from ..support import RedisServer, inflight_task_ids, process_gone, wait_for
 

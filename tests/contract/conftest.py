@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.base import ResultBackend
-from conveyor.brokers.base import Broker
+from conveyor.stores.results import ResultBackend
+from conveyor.stores.transport import Broker
 
 KINDS = ["redis", "sqlite", "memory"]
 
@@ -45,7 +45,7 @@ def make_broker(kind: str, url: str) -> Iterator[MakeBroker]:
     made: list[Broker] = []
 
     def make() -> Broker:
-        from conveyor.brokers import broker_from_url
+        from conveyor.stores import broker_from_url
 
         broker = broker_from_url(url)
         made.append(broker)
@@ -66,7 +66,7 @@ def make_backend(url: str) -> Iterator[MakeBackend]:
     made: list[ResultBackend] = []
 
     def make(expires: float = 60.0) -> ResultBackend:
-        from conveyor.backends import backend_from_url
+        from conveyor.stores import backend_from_url
 
         backend = backend_from_url(url, expires=expires)
         made.append(backend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conveyor.backends.base import ResultBackend
+from conveyor.stores.results import ResultBackend
 
 from .conftest import MakeBackend
 

@@ -1,6 +1,6 @@
 """The broker contract: every broker (redis, sqlite, memory) passes every test here.
 
-Each test talks to the interface in ``conveyor/brokers/base.py`` only.
+Each test talks to the interface in ``conveyor/stores/transport.py`` only.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from conveyor.backends.base import ResultBackend
-from conveyor.brokers.base import Broker, BrokerConsumer, Delivery, ResultWrite
+from conveyor.stores.results import ResultBackend
+from conveyor.stores.transport import Broker, BrokerConsumer, Delivery, ResultWrite
 
 from .conftest import MakeBroker
 

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from conveyor.backends.base import ChordBody, ChordSpec, ResultBackend
-from conveyor.brokers.base import Broker, ResultWrite
+from conveyor.stores.results import ChordBody, ChordSpec, ResultBackend
+from conveyor.stores.transport import Broker, ResultWrite
 
 from .conftest import MakeBackend
 

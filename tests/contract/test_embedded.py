@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from conveyor.backends.sqlite import SQLiteBackend
-from conveyor.brokers._sqlite import SQLiteBusy, path_from_url
-from conveyor.brokers.sqlite import SQLiteBroker
 from conveyor.exceptions import ConfigurationError
+from conveyor.stores.sqlite.database import SQLiteBusy, path_from_url
+from conveyor.stores.sqlite.results import SQLiteBackend
+from conveyor.stores.sqlite.transport import SQLiteBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_a_publish_in_another_process_wakes_a_blocked_fetch(tmp_path: Path) -> N
     assert consumer.fetch(1, 0) == []  # the tables exist before the other process starts
     child = _in_another_process(
         """
-        from conveyor.brokers.sqlite import SQLiteBroker
+        from conveyor.stores.sqlite.transport import SQLiteBroker
         broker = SQLiteBroker(url)
         time.sleep(0.5)
         broker.publish("q", [repr(time.time()).encode()])
@@ -113,7 +113,7 @@ def test_a_result_stored_in_another_process_wakes_a_waiter(tmp_path: Path) -> No
     assert backend.get("t") is None
     child = _in_another_process(
         """
-        from conveyor.backends.sqlite import SQLiteBackend
+        from conveyor.stores.sqlite.results import SQLiteBackend
         backend = SQLiteBackend(url)
         time.sleep(0.5)
         backend.store("t", repr(time.time()).encode(), True)
@@ -177,8 +177,8 @@ def test_a_lock_held_too_long_is_a_connection_error(tmp_path: Path) -> None:
 
 
 def test_the_write_ahead_log_stays_bounded(tmp_path: Path) -> None:
-    from conveyor.brokers._checkpointer import BACKSTOP_PAGES
-    from conveyor.brokers._sqlite import PAGE_SIZE
+    from conveyor.stores.sqlite.checkpointer import BACKSTOP_PAGES
+    from conveyor.stores.sqlite.database import PAGE_SIZE
 
     broker = SQLiteBroker(url_for(tmp_path))
     wal = tmp_path / "conveyor.db-wal"

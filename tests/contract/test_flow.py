@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conveyor.brokers.base import Broker
+from conveyor.stores.transport import Broker
 
 from .conftest import MakeBroker
 

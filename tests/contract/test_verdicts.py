@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from conveyor.brokers.base import Broker
+from conveyor.stores.transport import Broker
 
 from .conftest import MakeBroker
 from .test_broker import bodies, consume, fetch_all

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from conveyor import states
-from conveyor.brokers.base import DeadLetter
-from conveyor.brokers.keys import RedisKeys
 from conveyor.exceptions import MessageError
+from conveyor.stores.redis.keys import RedisKeys
+from conveyor.stores.transport import DeadLetter
 
 from ..support import RedisServer, wait_for
 

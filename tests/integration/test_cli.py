@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.brokers.keys import RedisKeys
+from conveyor.stores.redis.keys import RedisKeys
 
 from ..support import RedisServer, inflight_task_ids, publish_many, run_cli, wait_for
 

@@ -19,7 +19,7 @@ import pytest
 from ..support import TESTS_ROOT
 
 KINDS = ("sentiment", "thumbnail", "email", "webhook", "chain")
-SQLITE_MISSING = importlib.util.find_spec("conveyor.brokers.sqlite") is None
+SQLITE_MISSING = importlib.util.find_spec("conveyor.stores.sqlite.transport") is None
 
 
 def start_demo(*args: str, home: Path) -> subprocess.Popen[str]:
@@ -113,7 +113,7 @@ def test_demo_on_redis(redis_url: str, tmp_path: Path) -> None:
     assert redis_url in output
 
 
-@pytest.mark.skipif(SQLITE_MISSING, reason="conveyor.brokers.sqlite does not import yet")
+@pytest.mark.skipif(SQLITE_MISSING, reason="conveyor.stores.sqlite.transport does not import yet")
 def test_demo_on_the_default_sqlite_broker(tmp_path: Path) -> None:
     output = run_to_end("--tasks", "300", home=tmp_path)
     check_summary(output, 300)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from conveyor import states
-from conveyor.brokers.keys import RedisKeys
 from conveyor.exceptions import TimeoutError
+from conveyor.stores.redis.keys import RedisKeys
 
 from ..support import RedisServer, wait_for
 

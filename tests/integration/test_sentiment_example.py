@@ -31,7 +31,7 @@ REVIEWS = [
     "The staff were friendly and helpful.",
     "Rude staff and a dirty room.",
 ]
-SQLITE_MISSING = importlib.util.find_spec("conveyor.brokers.sqlite") is None
+SQLITE_MISSING = importlib.util.find_spec("conveyor.stores.sqlite.transport") is None
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -41,7 +41,7 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("redis_url")
         return url
     if SQLITE_MISSING:
-        pytest.skip("conveyor.brokers.sqlite does not import yet")
+        pytest.skip("conveyor.stores.sqlite.transport does not import yet")
     return f"sqlite:///{tmp_path / 'broker.db'}"
 
 

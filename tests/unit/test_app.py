@@ -4,9 +4,9 @@ import pytest
 
 import conveyor
 from conveyor import AsyncResult, Celery, Conveyor, shared_task, states
-from conveyor.backends.base import ResultMeta
 from conveyor.exceptions import NotRegistered, TaskError
 from conveyor.result import exception_from_meta
+from conveyor.stores.results import ResultMeta
 
 
 def test_celery_is_conveyor() -> None:

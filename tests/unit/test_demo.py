@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, states
-from conveyor.backends.base import ResultMeta, encode_meta
 from conveyor.demo import sentiment
 from conveyor.demo.app import HEARTBEAT_EVERY
 from conveyor.demo.app import app as demo_app
@@ -32,6 +31,7 @@ from conveyor.demo.tasks import (
 )
 from conveyor.demo.workloads import WORKLOADS, Workload
 from conveyor.result import AsyncResult
+from conveyor.stores.results import ResultMeta, encode_meta
 
 
 # the model ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import redis
 
 if TYPE_CHECKING:
-    from ..brokers.base import Broker
+    from ..stores.transport import Broker
 
 __all__ = ["LeaderLease", "default_owner"]
 

@@ -97,7 +97,7 @@ def demo(
 
 
 def _sqlite_url(workdir: Path) -> str:
-    if importlib.util.find_spec("conveyor.brokers.sqlite") is None:
+    if importlib.util.find_spec("conveyor.stores.sqlite.transport") is None:
         raise click.ClickException(
             "the embedded SQLite broker is not in this build of conveyor; run the demo on "
             "Redis instead: conveyor demo --broker redis://localhost:6379/0"

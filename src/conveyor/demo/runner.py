@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .. import states
 from ..app import Conveyor
-from ..backends.base import decode_meta
+from ..stores.results import decode_meta
 from .workloads import Workload
 
 __all__ = ["KindStats", "PeriodicStats", "Report", "Runner", "plan"]

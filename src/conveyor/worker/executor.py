@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import states
-from ..backends.base import ResultMeta, encode_meta, error_meta
-from ..brokers.base import Delivery, ResultWrite
 from ..exceptions import (
     ConfigurationError,
     ContentDisallowed,
@@ -29,6 +27,8 @@ from ..exceptions import (
 )
 from ..message import Envelope, decode_envelope
 from ..serializers import accepted
+from ..stores.results import ResultMeta, encode_meta, error_meta
+from ..stores.transport import Delivery, ResultWrite
 from ..task import Context, Task, pop_request, push_request
 from .flow import FlowGate
 from .hooks import WorkerHooks
@@ -37,7 +37,7 @@ from .workflow import Workflow, in_workflow
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..brokers.base import Broker
+    from ..stores.transport import Broker
 
 __all__ = ["DEFERRED", "Executor", "Outcome"]
 

@@ -31,8 +31,8 @@ from ..flow import call_key, parse_rate
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..brokers.base import Broker, Delivery
     from ..message import Envelope
+    from ..stores.transport import Broker, Delivery
     from ..task import Task
 
 __all__ = ["FlowGate"]

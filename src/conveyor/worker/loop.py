@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..brokers.base import BrokerConsumer, Delivery, ResultWrite
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from ..stores.transport import BrokerConsumer, Delivery, ResultWrite
 from .executor import Executor, Outcome
 from .hooks import WorkerHooks
 from .revocations import RevocationCache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..brokers.base import Broker
+    from ..stores.transport import Broker
 
 __all__ = ["RevocationCache"]
 

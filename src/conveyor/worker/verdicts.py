@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import states
-from ..backends.base import encode_meta, error_meta
-from ..brokers.base import ResultWrite
+from ..stores.results import encode_meta, error_meta
+from ..stores.transport import ResultWrite
 from .executor import failure_reason
 from .workflow import settle_failure
 

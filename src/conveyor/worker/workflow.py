@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import states
-from ..backends.base import ResultMeta, decode_meta, encode_meta
-from ..brokers.base import ResultWrite
 from ..canvas import CHORD_JOIN, Signature
+from ..stores.results import ResultMeta, decode_meta, encode_meta
+from ..stores.transport import ResultWrite
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..brokers.base import Broker
+    from ..stores.transport import Broker
     from ..task import Context, Task
 
 __all__ = ["Workflow", "downstream", "first_ids", "in_workflow", "settle_failure"]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from ..exceptions import BrokerError, ConfigurationError
-from ._checkpointer import BACKSTOP_PAGES, checkpointer_for
+from ...exceptions import BrokerError, ConfigurationError
+from .checkpointer import BACKSTOP_PAGES, checkpointer_for
 
 __all__ = ["TAKE_WAITERS", "Database", "SQLiteBusy", "path_from_url"]
 
@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS waiters (
     PRIMARY KEY (channel, address)
 ) WITHOUT ROWID;
 
--- Scheduling and flow control (brokers/sqlite_flow.py).
+-- Scheduling and flow control (stores/sqlite/coordination.py).
 -- Named leases (beat's leader): one owner until the lease expires or is renewed.
 CREATE TABLE IF NOT EXISTS leases (
     name    TEXT PRIMARY KEY,
@@ -135,7 +135,7 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (key, consumer, tag)
 ) WITHOUT ROWID;
 
--- Chords (backends/sqlite.py): the header task ids in order, and the body message to
+-- Chords (stores/sqlite/results.py): the header task ids in order, and the body message to
 -- queue when the last is stored; enqueue = 1 puts it in messages in that transaction.
 CREATE TABLE IF NOT EXISTS chords (
     id       TEXT PRIMARY KEY,

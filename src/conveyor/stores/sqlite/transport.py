@@ -27,9 +27,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._doorbell import BACKSTOP, Doorbell, ring
-from ._sqlite import TAKE_WAITERS, Database
-from .base import (
+from ..transport import (
     Broker,
     BrokerConsumer,
     DeadLetter,
@@ -39,12 +37,14 @@ from .base import (
     Revocations,
     priority_level,
 )
-from .sqlite_flow import SQLiteFlowControl
+from .coordination import SQLiteFlowControl
+from .database import TAKE_WAITERS, Database
+from .doorbell import BACKSTOP, Doorbell, ring
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ..backends.sqlite import SQLiteBackend
+    from .results import SQLiteBackend
 
 __all__ = ["SQLiteBroker", "SQLiteConsumer"]
 
@@ -322,7 +322,7 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
         return int(rows[0][0])
 
     def colocated_with(self, backend: object) -> bool:
-        from ..backends.sqlite import SQLiteBackend
+        from .results import SQLiteBackend
 
         return isinstance(backend, SQLiteBackend) and backend.db.path == self.db.path
 

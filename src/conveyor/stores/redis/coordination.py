@@ -1,6 +1,6 @@
 """Scheduling and flow control on Redis: beat's leader lease and schedule state, unique
 sends, the shared rate limiter, concurrency slots and deferral. Mixed into
-:class:`~conveyor.brokers.redis.RedisBroker`; each step is one command or one script:
+:class:`~conveyor.stores.redis.transport.RedisBroker`; each step is one command or one script:
 
     hold_lease       lease.lua            SET NX PX, or PEXPIRE when the owner renews
     drop_lease       lease_drop.lua       DEL only if the owner still holds it
@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ._redis import Script, load_script
-from ._redis import text as _text
-from .base import Delivery, priority_level
+from ..transport import Delivery, priority_level
+from .connection import Script, load_script
+from .connection import text as _text
 
 if TYPE_CHECKING:
-    from ._redis import RedisLink
+    from .connection import RedisLink
     from .keys import RedisKeys
 
 __all__ = ["RedisFlowControl"]
 
-_PACKAGE = "conveyor.brokers"
+_PACKAGE = "conveyor.stores.redis"
 LEASE = load_script(_PACKAGE, "lease")
 LEASE_DROP = load_script(_PACKAGE, "lease_drop")
 ENQUEUE_UNIQUE = load_script(_PACKAGE, "enqueue_unique")

@@ -6,7 +6,7 @@ and writers sweep them (at most every 10 s, 1,000 at a time).
 
 ``wait()`` is pushed: the waiter checks for the final row and, in the same transaction,
 leaves its doorbell's address; the writer of the final row takes those addresses in its
-own transaction and rings them after committing (see ``brokers/_doorbell.py``). With
+own transaction and rings them after committing (see ``stores/sqlite/doorbell.py``). With
 the broker on the same file, the worker's ack stores the result in the transaction
 that deletes the message.
 """
@@ -21,14 +21,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..brokers._doorbell import BACKSTOP, Doorbell, ring
-from ..brokers._sqlite import TAKE_WAITERS, Database
-from .base import ChordBody, ChordSpec, ResultBackend
+from ..results import ChordBody, ChordSpec, ResultBackend
+from .database import TAKE_WAITERS, Database
+from .doorbell import BACKSTOP, Doorbell, ring
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ..brokers.base import ResultWrite
+    from ..transport import ResultWrite
 
 __all__ = ["SQLiteBackend"]
 

@@ -1,7 +1,7 @@
 """The in-process result backend: a dict and a condition, for one process.
 
 Backends made from the same URL share their results while any of them lives (like
-``brokers/memory.py``). ``wait()`` blocks on the condition, which ``store()`` of a final
+``stores/memory/transport.py``). ``wait()`` blocks on the condition, which ``store()`` of a final
 state notifies: pushed, never polled. Expired entries are ignored, and swept on store.
 """
 
@@ -13,10 +13,10 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .base import ChordBody, ChordSpec, ResultBackend
+from ..results import ChordBody, ChordSpec, ResultBackend
 
 if TYPE_CHECKING:
-    from ..brokers.base import ResultWrite
+    from ..transport import ResultWrite
 
 __all__ = ["MemoryBackend"]
 

@@ -23,17 +23,17 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..brokers._redis import load_script, pool_from_url
-from ..brokers.base import ResultWrite
-from ..brokers.keys import RedisKeys
-from .base import ChordBody, ChordSpec, ResultBackend
+from ..results import ChordBody, ChordSpec, ResultBackend
+from ..transport import ResultWrite
+from .connection import load_script, pool_from_url
+from .keys import RedisKeys
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("conveyor.backend")
 
-STORE = load_script("conveyor.backends", "store_result")
-CHORD_PART = load_script("conveyor.backends", "chord_part")
+STORE = load_script("conveyor.stores.redis", "store_result")
+CHORD_PART = load_script("conveyor.stores.redis", "chord_part")
 
 # Longest single blocking wait; redis-py's default socket timeout is 5 s.
 _SLICE = 2.0

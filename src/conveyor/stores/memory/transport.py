@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import (
+from ..transport import (
     PRIORITY_LEVELS,
     Broker,
     BrokerConsumer,
@@ -31,7 +31,7 @@ from .base import (
     Revocations,
     priority_level,
 )
-from .memory_flow import MemoryFlowControl
+from .coordination import MemoryFlowControl
 
 __all__ = ["MemoryBroker", "MemoryConsumer"]
 
@@ -285,7 +285,7 @@ class MemoryBroker(MemoryFlowControl, Broker):
             return sum(len(held) for held in self.state.inflight.values())
 
     def colocated_with(self, backend: object) -> bool:
-        from ..backends.memory import MemoryBackend
+        from .results import MemoryBackend
 
         return isinstance(backend, MemoryBackend)
 

@@ -1,6 +1,6 @@
 """Scheduling and flow control in memory: the same primitives as Redis and SQLite (beat's
 lease and schedule state, unique sends, the rate limiter, concurrency slots, deferral),
-for one process. Mixed into :class:`~conveyor.brokers.memory.MemoryBroker`; everything
+for one process. Mixed into :class:`~conveyor.stores.memory.transport.MemoryBroker`; everything
 happens under the broker's one lock, so each step is atomic as a script would be.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .base import Delivery
+from ..transport import Delivery
 
 if TYPE_CHECKING:
-    from .memory import _State
+    from .transport import _State
 
 __all__ = ["MemoryFlowControl"]
 

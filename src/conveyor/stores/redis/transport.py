@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ._redis import RedisLink, load_script, pool_from_url
-from ._redis import text as _text
-from .base import (
+from ..transport import (
     PRIORITY_LEVELS,
     Broker,
     BrokerConsumer,
@@ -38,18 +36,20 @@ from .base import (
     Revocations,
     priority_level,
 )
+from .connection import RedisLink, load_script, pool_from_url
+from .connection import text as _text
+from .coordination import RedisFlowControl
 from .keys import RedisKeys
-from .redis_flow import RedisFlowControl
 
 if TYPE_CHECKING:
-    from ..backends.base import ResultBackend
-    from ..backends.redis import RedisBackend
+    from ..results import ResultBackend
+    from .results import RedisBackend
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("conveyor.broker")
 
-_PACKAGE = "conveyor.brokers"
+_PACKAGE = "conveyor.stores.redis"
 ENQUEUE = load_script(_PACKAGE, "enqueue")
 FETCH = load_script(_PACKAGE, "fetch")
 RELEASE = load_script(_PACKAGE, "release")
@@ -136,7 +136,7 @@ class RedisBroker(RedisFlowControl, Broker):
         lease_seconds: float,
         results: ResultBackend | None = None,
     ) -> BrokerConsumer:
-        from ..backends.redis import RedisBackend
+        from .results import RedisBackend
 
         colocated = (
             results if isinstance(results, RedisBackend) and self.colocated_with(results) else None
@@ -307,7 +307,7 @@ class RedisBroker(RedisFlowControl, Broker):
         return int(sum(pipe.execute())) if ids else 0
 
     def colocated_with(self, backend: object) -> bool:
-        from ..backends.redis import RedisBackend
+        from .results import RedisBackend
 
         return (
             isinstance(backend, RedisBackend)

@@ -1,6 +1,6 @@
 """Scheduling and flow control on SQLite: beat's leader lease and schedule state, unique
 sends, the shared rate limiter, concurrency slots and deferral. Mixed into
-:class:`~conveyor.brokers.sqlite.SQLiteBroker`; each step is one transaction on the
+:class:`~conveyor.stores.sqlite.transport.SQLiteBroker`; each step is one transaction on the
 tables listed under "Scheduling and flow control" in ``_sqlite.py``. Time is this
 machine's clock, which every process of an SQLite broker shares.
 """
@@ -11,14 +11,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._doorbell import ring
-from ._sqlite import TAKE_WAITERS
-from .base import Delivery, priority_level
+from ..transport import Delivery, priority_level
+from .database import TAKE_WAITERS
+from .doorbell import ring
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from ._sqlite import Database
+    from .database import Database
 
 __all__ = ["SQLiteFlowControl"]
 

@@ -18,7 +18,7 @@ import msgspec
 from ..message import has_non_finite
 
 if TYPE_CHECKING:
-    from ..brokers.base import ResultWrite
+    from .transport import ResultWrite
 
 __all__ = [
     "ChordBody",

@@ -1,0 +1,76 @@
+"""Stores: where messages, results and shared worker state live, chosen by URL scheme.
+
+Each store is a package (``redis/``, ``sqlite/``, ``memory/``) holding its transport,
+its result backend and its coordination pieces side by side; the interfaces they
+implement are ``transport.py`` and ``results.py`` beside this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
+from .transport import Broker, BrokerConsumer, DeadLetter, Delivery, QueueStats, ResultWrite
+
+__all__ = [
+    "Broker",
+    "BrokerConsumer",
+    "DeadLetter",
+    "Delivery",
+    "QueueStats",
+    "ResultBackend",
+    "ResultMeta",
+    "ResultWrite",
+    "backend_from_url",
+    "broker_from_url",
+    "decode_meta",
+    "encode_meta",
+]
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def broker_from_url(url: str, **options: Any) -> Broker:
+    scheme = _scheme(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis.transport import RedisBroker
+
+        return RedisBroker(url, key_prefix=options.get("key_prefix", "conveyor"))
+    if scheme == "sqlite":
+        from .sqlite.transport import SQLiteBroker
+
+        return SQLiteBroker(url)
+    if scheme == "memory":
+        from .memory.transport import MemoryBroker
+
+        return MemoryBroker(url)
+    raise ConfigurationError(
+        f"unsupported broker URL {url!r}: expected redis://, rediss://, unix://, "
+        "sqlite:///path or memory://"
+    )
+
+
+def backend_from_url(url: str, **options: Any) -> ResultBackend:
+    scheme = _scheme(url)
+    expires = options.get("expires", 86400.0)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis.results import RedisBackend
+
+        return RedisBackend(
+            url, key_prefix=options.get("key_prefix", "conveyor"), expires=expires
+        )
+    if scheme == "sqlite":
+        from .sqlite.results import SQLiteBackend
+
+        return SQLiteBackend(url, expires=expires)
+    if scheme in ("memory", "cache+memory"):
+        from .memory.results import MemoryBackend
+
+        return MemoryBackend(url, expires=expires)
+    raise ConfigurationError(
+        f"unsupported result backend URL {url!r}: expected redis://, rediss://, unix://, "
+        "sqlite:///path or memory://"
+    )
