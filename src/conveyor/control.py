@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .exceptions import ConfigurationError
-from .flow import parse_rate
+from .limits import parse_rate
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -48,7 +48,7 @@ class Control:
         ``app.control.rate_limit("tasks.add", "5/s")``; ``"0"`` lifts the limit; None
         goes back to the limit in the task's code.
 
-        Stored in the broker; every worker reads it within a second (worker/flow.py).
+        Stored in the broker; every worker reads it within a second (worker/admission.py).
         """
         if rate_limit is None:
             self.app.broker.set_rate_limit(task_name, None)

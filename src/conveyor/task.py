@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
 from .exceptions import MaxRetriesExceededError, Retry
-from .flow import KeySpec, call_key
+from .limits import KeySpec, call_key
 from .message import Envelope, encode_envelope
 from .result import AsyncResult, EagerResult
 from .stores.results import ResultMeta, encode_meta, error_meta
@@ -140,7 +140,7 @@ class Task(Generic[P, R]):
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
-    # Flow control across all workers (conveyor/flow.py says how each is read).
+    # Flow control across all workers (conveyor/limits.py says how each is read).
     concurrency_limit: int | None = None
     concurrency_key: KeySpec = None
     idempotency_key: KeySpec = None

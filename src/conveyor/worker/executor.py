@@ -30,7 +30,7 @@ from ..serializers import accepted
 from ..stores.results import ResultMeta, encode_meta, error_meta
 from ..stores.transport import Delivery, ResultWrite
 from ..task import Context, Task, pop_request, push_request
-from .flow import FlowGate
+from .admission import AdmissionGate
 from .hooks import WorkerHooks
 from .revocations import RevocationCache
 from .workflow import Workflow, in_workflow
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFERRED", "Executor", "Outcome"]
 
-# Not a task state: the flow gate gave the message back to the broker for later.
+# Not a task state: the admission gate gave the message back to the broker for later.
 DEFERRED = "DEFERRED"
 
 logger = logging.getLogger("conveyor.worker")
@@ -67,7 +67,7 @@ class Executor:
         consumer_id: str = "",
     ) -> None:
         self.app = app
-        self.gate = FlowGate(app, broker, consumer_id)
+        self.gate = AdmissionGate(app, broker, consumer_id)
         self.workflow = Workflow(app, broker)  # callbacks, errbacks, chords (canvas.py)
         self.revocations = revocations if revocations is not None else RevocationCache()
         self.store_interim = store_interim
@@ -115,7 +115,7 @@ class Executor:
             )
         if self.gate.watches(envelope.task):
             # Rate and concurrency limits: a task that may not start now goes back to
-            # the broker for later instead of holding this slot (worker/flow.py).
+            # the broker for later instead of holding this slot (worker/admission.py).
             try:
                 if not self.gate.admit(self.app.tasks[envelope.task], envelope, delivery):
                     return Outcome(None, DEFERRED)

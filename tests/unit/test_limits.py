@@ -11,9 +11,9 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.exceptions import ConfigurationError
-from conveyor.flow import call_key, parse_rate
+from conveyor.limits import call_key, parse_rate
 from conveyor.message import decode_envelope
-from conveyor.worker.flow import FlowGate
+from conveyor.worker.admission import AdmissionGate
 
 
 @pytest.fixture
@@ -74,12 +74,12 @@ def test_a_task_can_derive_its_idempotency_key(app: Conveyor) -> None:
 
 
 class Gate:
-    """A FlowGate on one consumer of the app's memory broker."""
+    """An AdmissionGate on one consumer of the app's memory broker."""
 
     def __init__(self, app: Conveyor, consumer_id: str = "c1") -> None:
         self.app = app
         self.consumer = app.broker.consumer(["celery"], consumer_id, 30)
-        self.gate = FlowGate(app, app.broker, consumer_id)
+        self.gate = AdmissionGate(app, app.broker, consumer_id)
 
     def admit_next(self) -> bool:
         (delivery,) = self.consumer.fetch(1, timeout=1)

@@ -1,4 +1,4 @@
-"""The flow gate: rate and concurrency limits, checked after a message is decoded and
+"""The admission gate: rate and concurrency limits, checked after a message is decoded and
 before its task starts, across all workers together (promise 4).
 
 A task that may not start now is not held: the broker defers its message (back to its
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..flow import call_key, parse_rate
+from ..limits import call_key, parse_rate
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..stores.transport import Broker, Delivery
     from ..task import Task
 
-__all__ = ["FlowGate"]
+__all__ = ["AdmissionGate"]
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -48,7 +48,7 @@ FIRST_WAIT = 0.05
 MAX_WAIT = 1.0
 
 
-class FlowGate:
+class AdmissionGate:
     """One consume loop's gate (not shared between threads)."""
 
     def __init__(self, app: Conveyor, broker: Broker, consumer_id: str) -> None:

@@ -1,9 +1,10 @@
-"""Flow-control options of a task, read the same way by senders and workers.
+"""The limits and keys a task declares (rate, concurrency, idempotency), read the same
+way by senders and workers.
 
 ``rate_limit`` (and ``task_default_rate_limit``)
     ``"10/s"``, ``"100/m"``, ``"1000/h"``, or a number of tasks per second, as Celery
     reads it. ``None``, ``0`` and ``"0"`` mean no limit. Held across all workers by the
-    broker's limiter (see ``worker/flow.py``).
+    broker's limiter (see ``worker/admission.py``).
 
 ``concurrency_limit`` and ``concurrency_key``
     At most ``concurrency_limit`` calls of the task run at once, across all workers; with
