@@ -366,16 +366,15 @@ class chain(_Composite):
                 flat.extend(step._with_options_pushed())
             else:
                 flat.append(step)
+        # From the end, as Celery's prepare_steps does: a group followed by a step
+        # becomes chord(group, step), where that step may itself be such a chord, so
+        # group | group | task runs the task once with the list (not once per member).
         out: list[Signature[Any]] = []
-        i = 0
-        while i < len(flat):
-            step = flat[i]
-            if isinstance(step, group) and i + 1 < len(flat):
-                out.append(chord(step, flat[i + 1], app=self._app, **step.options))
-                i += 2
+        for step in reversed(flat):
+            if isinstance(step, group) and out:
+                out[0] = chord(step, out[0], app=self._app, **step.options)
             else:
-                out.append(step)
-                i += 1
+                out.insert(0, step)
         self.tasks = out
         return out
 

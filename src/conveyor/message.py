@@ -16,6 +16,7 @@ import msgspec
 
 from .exceptions import ContentDisallowed, MessageError
 from .serializers import frame, get_serializer, unframe
+from .typed_json import MARKER, holds_binary, tag, untag
 
 __all__ = ["ENVELOPE_VERSION", "Envelope", "decode_envelope", "encode_envelope"]
 
@@ -58,7 +59,7 @@ def encode_envelope(envelope: Envelope, serializer: str = "json") -> bytes:
     """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go."""
     try:
         if serializer == "json":
-            body = _json_encoder.encode(envelope)
+            body = _json_encoder.encode(_tagged(envelope))
             # JSON has no inf/nan and msgspec writes them as null: refuse rather than
             # change a value. Only bodies holding a null need the (slower) look.
             if b"null" in body and has_non_finite([envelope.args, envelope.kwargs]):
@@ -91,6 +92,8 @@ def decode_envelope(data: bytes, accept: frozenset[str]) -> Envelope:
     try:
         if name == "json":
             envelope = _json_decoder.decode(payload)
+            if MARKER in payload:
+                _untag(envelope)
         elif name == "msgpack":
             envelope = _msgpack_decoder.decode(payload)
         elif name == "pickle":
@@ -104,6 +107,32 @@ def decode_envelope(data: bytes, accept: frozenset[str]) -> Envelope:
     if envelope.v > ENVELOPE_VERSION:
         raise MessageError(f"envelope version {envelope.v} is newer than this worker understands")
     return envelope
+
+
+def _tagged(envelope: Envelope) -> Envelope:
+    """The envelope with bytes in its arguments and callbacks type-marked for JSON
+    (typed_json.py); the envelope itself when it holds none (the usual case)."""
+    if not (
+        holds_binary(envelope.args)
+        or holds_binary(envelope.kwargs)
+        or (envelope.callbacks is not None and holds_binary(envelope.callbacks))
+        or (envelope.errbacks is not None and holds_binary(envelope.errbacks))
+    ):
+        return envelope
+    return msgspec.structs.replace(
+        envelope,
+        args=tag(envelope.args),
+        kwargs=tag(envelope.kwargs),
+        callbacks=tag(envelope.callbacks),
+        errbacks=tag(envelope.errbacks),
+    )
+
+
+def _untag(envelope: Envelope) -> None:
+    untag(envelope.args)
+    untag(envelope.kwargs)
+    untag(envelope.callbacks)
+    untag(envelope.errbacks)
 
 
 def _explain(envelope: Envelope, serializer: str, exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..message import has_non_finite
+from ..typed_json import MARKER, tag, untag
 
 if TYPE_CHECKING:
     from .transport import ResultWrite
@@ -87,6 +88,9 @@ _decoder = msgspec.json.Decoder(ResultMeta)
 
 def encode_meta(meta: ResultMeta) -> bytes:
     try:
+        tagged = tag(meta.result)  # bytes stay bytes (typed_json.py)
+        if tagged is not meta.result:
+            meta = msgspec.structs.replace(meta, result=tagged)
         body = _encoder.encode(meta)
         if b"null" in body and has_non_finite(meta.result):
             raise TypeError("inf and nan cannot be stored as JSON")
@@ -106,7 +110,10 @@ def encode_meta(meta: ResultMeta) -> bytes:
 
 
 def decode_meta(data: bytes) -> ResultMeta:
-    return _decoder.decode(data)
+    meta = _decoder.decode(data)
+    if MARKER in data:
+        meta.result = untag(meta.result)
+    return meta
 
 
 @dataclass(frozen=True, slots=True)
