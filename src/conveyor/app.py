@@ -117,6 +117,16 @@ class Conveyor:
             raise ConfigurationError(f"environment variable {variable} is not set")
         self.config_from_object(module, namespace=namespace)
 
+    def setup_security(self, **overrides: Any) -> None:
+        """Sign every message this process sends and run only signed ones (Celery's
+        ``app.setup_security()``): reads ``security_key``, ``security_certificate``,
+        ``security_cert_store`` and ``security_digest``; needs ``task_serializer="auth"``
+        and ``accept_content=["auth"]``. Keyword arguments (key, cert, store, digest,
+        key_password, serializer) override the settings. See :mod:`conveyor.signing`."""
+        from .signing import setup_security
+
+        setup_security(self.conf, **overrides)
+
     @property
     def broker_url(self) -> str:
         self.conf.apply_environment()

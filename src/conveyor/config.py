@@ -22,6 +22,14 @@ DEFAULTS: dict[str, Any] = {
     "result_backend": None,
     "broker_connection_retry_on_startup": True,
     "broker_transport_options": {},
+    # TLS for rediss:// (Celery's shape: {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+    # "ssl_ca_certs": ..., "ssl_certfile": ..., "ssl_keyfile": ...}).
+    "broker_use_ssl": None,
+    "redis_backend_use_ssl": None,
+    # Larger messages fail at send and are dead-lettered on receipt. 100 MB: well
+    # under Redis's 512 MB bulk limit and SQLite's 1 GB blob limit; a message that
+    # large is nearly always data that belongs in storage, with its key as argument.
+    "broker_max_message_size": 100 * 1024 * 1024,
     "result_expires": 86400.0,
     "result_extended": False,
     "result_serializer": "json",
@@ -34,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     "task_routes": None,
     "task_create_missing_queues": True,
     "task_protocol": 2,
+    # signed messages (signing.py; Celery's names)
+    "security_key": None,
+    "security_key_password": None,
+    "security_certificate": None,
+    "security_cert_store": None,
+    "security_digest": "sha256",
+    "security_serializer": "json",
     # task behaviour
     "task_track_started": False,
     "task_ignore_result": False,
@@ -87,6 +102,11 @@ OLD_NAMES: dict[str, str] = {
     "CELERY_RESULT_EXPIRES": "result_expires",
     "CELERY_TASK_SERIALIZER": "task_serializer",
     "CELERY_ACCEPT_CONTENT": "accept_content",
+    "BROKER_USE_SSL": "broker_use_ssl",
+    "CELERY_REDIS_BACKEND_USE_SSL": "redis_backend_use_ssl",
+    "CELERY_SECURITY_KEY": "security_key",
+    "CELERY_SECURITY_CERTIFICATE": "security_certificate",
+    "CELERY_SECURITY_CERT_STORE": "security_cert_store",
     "CELERY_DEFAULT_QUEUE": "task_default_queue",
     "CELERY_DEFAULT_PRIORITY": "task_default_priority",
     "CELERY_ROUTES": "task_routes",

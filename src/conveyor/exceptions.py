@@ -6,6 +6,7 @@
     ├── NotRegistered (KeyError)    a task name the registry does not know
     ├── ContentDisallowed           a message in a content type not in accept_content
     ├── MessageError                a message that cannot be decoded or is invalid
+    │   └── SecurityError           a signed message that does not verify (signing.py)
     ├── BrokerError                 the broker could not take or give a message
     │   └── BrokerUnavailable (builtins.ConnectionError)   the store cannot be reached
     ├── TimeoutError (builtins.TimeoutError)   ``AsyncResult.get`` waited too long
@@ -41,6 +42,7 @@ __all__ = [
     "NotRegistered",
     "Reject",
     "Retry",
+    "SecurityError",
     "SoftTimeLimitExceeded",
     "TaskError",
     "TaskRevokedError",
@@ -75,6 +77,12 @@ class ContentDisallowed(ConveyorError):
 
 class MessageError(ConveyorError):
     """A message could not be decoded, or its envelope is invalid."""
+
+
+class SecurityError(MessageError):
+    """A signed message that does not verify: unsigned where signatures are required,
+    signed by a certificate the store lacks, or altered after it was signed (Celery's
+    name)."""
 
 
 class BrokerError(ConveyorError):

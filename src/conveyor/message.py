@@ -10,37 +10,58 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any
+import pickletools
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from . import signing
 from .exceptions import ContentDisallowed, MessageError
 from .serializers import frame, get_serializer, unframe
 from .typed_json import MARKER, holds_binary, tag, untag
 
-__all__ = ["ENVELOPE_VERSION", "Envelope", "decode_envelope", "encode_envelope"]
+__all__ = [
+    "ENVELOPE_VERSION",
+    "Envelope",
+    "MessageHead",
+    "check_size",
+    "decode_envelope",
+    "encode_envelope",
+    "message_head",
+]
 
 ENVELOPE_VERSION = 1
+
+# Bounds checked when a message is decoded, so a worker never trusts a field's shape.
+# Task ids are used in result keys: 255 is four times a UUID, and then some.
+MAX_ID_LENGTH = 255
+MAX_NAME_LENGTH = 1024
+TaskId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+OptionalId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | None
+TaskName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)] | None
+Priority = Annotated[int, msgspec.Meta(ge=0, le=255)] | None
 
 
 class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One task call. Unknown fields are ignored, so newer senders stay readable."""
 
-    v: int = ENVELOPE_VERSION
-    id: str
-    task: str
+    v: Annotated[int, msgspec.Meta(ge=1)] = ENVELOPE_VERSION
+    id: TaskId
+    task: TaskName
     args: list[Any] = msgspec.field(default_factory=list)
     kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     eta: float | None = None
     expires: float | None = None
-    retries: int = 0
-    priority: int | None = None
-    root_id: str | None = None
-    parent_id: str | None = None
-    group_id: str | None = None
+    retries: Count = 0
+    priority: Priority = None
+    root_id: OptionalId = None
+    parent_id: OptionalId = None
+    group_id: OptionalId = None
     ignore_result: bool = False
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
+    time_limit: Seconds = None
+    soft_time_limit: Seconds = None
     sent_at: float = 0.0
     headers: dict[str, Any] = msgspec.field(default_factory=dict)
     callbacks: list[dict[str, Any]] | None = None
@@ -56,7 +77,12 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
 def encode_envelope(envelope: Envelope, serializer: str = "json") -> bytes:
-    """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go."""
+    """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go.
+
+    ``auth`` signs the envelope serialized with ``security_serializer`` (signing.py)."""
+    if serializer == "auth":
+        inner = encode_envelope(envelope, signing.inner_serializer())
+        return frame("auth", signing.sign(inner))
     try:
         if serializer == "json":
             body = _json_encoder.encode(_tagged(envelope))
@@ -83,12 +109,38 @@ def encode_envelope(envelope: Envelope, serializer: str = "json") -> bytes:
 
 
 def decode_envelope(data: bytes, accept: frozenset[str]) -> Envelope:
-    """Decode a wire message into an envelope, or raise with the reason."""
+    """Decode a wire message into an envelope, or raise with the reason.
+
+    Every failure is a :class:`MessageError` (or :class:`ContentDisallowed`), whatever
+    the bytes: the worker dead-letters the message and goes on (promise 5)."""
     name, payload = unframe(data)
     if name not in accept:
         raise ContentDisallowed(
             f"content type {name!r} is not in accept_content ({', '.join(sorted(accept))})"
         )
+    if name == "auth":
+        return _decode_signed(payload, accept)
+    try:
+        envelope = _decode_as(name, payload)
+    except MessageError:
+        raise
+    except RecursionError:
+        raise MessageError(f"undecodable {name} message: nested too deeply") from None
+    except Exception as exc:  # a pickle's loads may raise anything at all
+        raise MessageError(f"undecodable {name} message: {type(exc).__name__}: {exc}") from None
+    _check_values(envelope)
+    return envelope
+
+
+def _decode_signed(payload: bytes, accept: frozenset[str]) -> Envelope:
+    inner = signing.verify(payload)
+    name, _ = unframe(inner)
+    if name not in signing.INNER_SERIALIZERS:
+        raise MessageError(f"a signed message may not hold {name!r} content")
+    return decode_envelope(inner, accept | {name})
+
+
+def _decode_as(name: str, payload: bytes) -> Envelope:
     try:
         if name == "json":
             envelope = _json_decoder.decode(payload)
@@ -133,6 +185,81 @@ def _untag(envelope: Envelope) -> None:
     untag(envelope.kwargs)
     untag(envelope.callbacks)
     untag(envelope.errbacks)
+
+
+def _check_values(envelope: Envelope) -> None:
+    """What the types cannot say: times are finite numbers (msgpack and pickle can
+    carry inf and nan; an ETA of nan would never come due)."""
+    for field in ("eta", "expires", "sent_at", "time_limit", "soft_time_limit"):
+        value = getattr(envelope, field)
+        if value is not None and not math.isfinite(value):
+            raise MessageError(f"invalid envelope: {field} is {value}")
+
+
+def check_size(body: bytes, limit: int | None, task: str) -> None:
+    """``broker_max_message_size`` at send time: a clear error before anything is sent."""
+    if limit and len(body) > limit:
+        raise ValueError(
+            f"task {task!r}: the message is {len(body):,} bytes, over "
+            f"broker_max_message_size ({limit:,}). Store large data elsewhere (a file, "
+            "object storage, a database row) and pass its key."
+        )
+
+
+class MessageHead(NamedTuple):
+    """The id and task name of a message that will not run, read without trusting it."""
+
+    id: str
+    task: str | None
+
+
+class _LooseHead(msgspec.Struct):
+    id: Any = None
+    task: Any = None
+
+
+_loose_json = msgspec.json.Decoder(_LooseHead)
+_loose_msgpack = msgspec.msgpack.Decoder(_LooseHead)
+_signed_head = msgspec.msgpack.Decoder(signing.SignedMessage)
+
+
+def message_head(data: bytes) -> MessageHead | None:
+    """The id (and task name) of a message that failed to decode, so its REJECTED
+    state can be stored: a caller waiting on ``get()`` then hears at once. Never runs
+    code (a pickle is scanned with pickletools, not loaded) and never raises."""
+    try:
+        name, payload = unframe(data)
+        if name == "auth":
+            return message_head(_signed_head.decode(payload).body)
+        if name == "json":
+            head = _loose_json.decode(payload)
+        elif name == "msgpack":
+            head = _loose_msgpack.decode(payload)
+        elif name == "pickle":
+            head = _pickled_head(payload)
+        else:
+            return None
+    except (Exception, RecursionError):
+        return None
+    if not isinstance(head.id, str) or not 0 < len(head.id) <= MAX_ID_LENGTH:
+        return None
+    task = head.task if isinstance(head.task, str) else None
+    return MessageHead(head.id, task)
+
+
+def _pickled_head(payload: bytes) -> _LooseHead:
+    """The "id" and "task" strings of a pickled envelope (a dict), from its opcodes."""
+    head = _LooseHead()
+    wanted: str | None = None
+    for index, (_opcode, argument, _position) in enumerate(pickletools.genops(payload)):
+        if index > 64:
+            break
+        if wanted is not None and isinstance(argument, str):
+            setattr(head, wanted, argument)
+            wanted = None
+        elif argument in ("id", "task"):
+            wanted = str(argument)
+    return head
 
 
 def _explain(envelope: Envelope, serializer: str, exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from ..exceptions import (
     Retry,
     TaskRevokedError,
 )
-from ..message import Envelope, decode_envelope
+from ..message import Envelope, decode_envelope, message_head
 from ..serializers import accepted
 from ..stores.results import ResultMeta, encode_meta, error_meta
 from ..stores.transport import Delivery, ResultWrite
@@ -79,6 +79,7 @@ class Executor:
         self.track_started = bool(conf.task_track_started)
         self.ignore_result = bool(conf.task_ignore_result)
         self.max_deliveries = int(conf.task_max_deliveries)
+        self.max_size = int(conf.broker_max_message_size or 0)
         # Off: a task that fails (or times out) is dead-lettered as well as recorded, so
         # it can be replayed (Celery rejects it, which RabbitMQ dead-letters).
         self.acks_on_failure = bool(conf.task_acks_on_failure_or_timeout)
@@ -87,32 +88,47 @@ class Executor:
 
     # the one entry point ------------------------------------------------------------
     def prepare(self, delivery: Delivery) -> tuple[Envelope, Context] | Outcome:
-        """Decode and check a message; an Outcome means it will not run."""
-        try:
-            envelope = decode_envelope(delivery.body, self.accept)
-        except (MessageError, ContentDisallowed) as exc:
-            return self._reject(delivery, None, str(exc))
-        request = Context.from_envelope(
-            envelope,
-            hostname=self.hostname,
-            delivery_info={
-                "queue": delivery.queue,
-                "routing_key": delivery.queue,
-                "priority": delivery.priority,
-                "redelivered": delivery.redelivered,
-                "deliveries": delivery.deliveries,
-            },
-        )
-        if envelope.task not in self.app.tasks:
-            return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
+        """Decode and check a message; an Outcome means it will not run.
+
+        Nothing in a message may crash the loop (promise 5): whatever goes wrong while
+        it is decoded and checked dead-letters it with the reason, and REJECTED is
+        stored under its id when one can be read from it (message.message_head)."""
         if delivery.deliveries > self.max_deliveries:
-            # Its worker died every time it ran: a poison task. Stop the loop here.
+            # Its worker died every time it had it: a poison message. Checked before
+            # decoding, since decoding may be what kills the child.
             return self._reject(
                 delivery,
-                request,
+                _head_request(delivery.body),
                 f"delivered {delivery.deliveries} times and its worker died each time "
                 f"(task_max_deliveries={self.max_deliveries})",
             )
+        if self.max_size and len(delivery.body) > self.max_size:
+            return self._reject(
+                delivery,
+                _head_request(delivery.body),
+                f"message of {len(delivery.body):,} bytes is over broker_max_message_size "
+                f"({self.max_size:,})",
+            )
+        try:
+            envelope = decode_envelope(delivery.body, self.accept)
+            request = Context.from_envelope(
+                envelope,
+                hostname=self.hostname,
+                delivery_info={
+                    "queue": delivery.queue,
+                    "routing_key": delivery.queue,
+                    "priority": delivery.priority,
+                    "redelivered": delivery.redelivered,
+                    "deliveries": delivery.deliveries,
+                },
+            )
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, (MessageError, ContentDisallowed)) else (
+                f"could not prepare the message: {type(exc).__name__}: {exc}"
+            )
+            return self._reject(delivery, _head_request(delivery.body), reason)
+        if envelope.task not in self.app.tasks:
+            return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
         if self.gate.watches(envelope.task):
             # Rate and concurrency limits: a task that may not start now goes back to
             # the broker for later instead of holding this slot (worker/admission.py).
@@ -189,7 +205,7 @@ class Executor:
         for delivery in deliveries:
             try:
                 head = _peek(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (Exception, RecursionError):
                 continue  # prepare() dead-letters it with the full reason
             if head.ignore_result:
                 continue
@@ -273,6 +289,13 @@ class Executor:
             task_id=request.id, status=status, name=request.task, worker=self.hostname
         )
         self.store_interim(ResultWrite(request.id, encode_meta(meta), False))
+
+
+def _head_request(body: bytes) -> Context | None:
+    """The request of a message that will not run, as far as its id and name can be
+    read without trusting it."""
+    head = message_head(body)
+    return None if head is None else Context(id=head.id, task=head.task)
 
 
 def _bad_call(exc: TypeError) -> bool:
