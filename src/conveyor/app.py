@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 
 from .builtins import register_builtins
 from .config import Settings
+from .events import EventBus
 from .exceptions import ConfigurationError, NotRegistered
 from .result import AsyncResult
 from .signals import Signal
@@ -90,6 +91,8 @@ class Conveyor:
         self.on_after_configure = Signal("on_after_configure", ("source",))
         self.on_after_finalize = Signal("on_after_finalize")
         self._finalized = False
+        # Typed events (conveyor/events.py): ``app.events.subscribe(listener)``.
+        self.events = EventBus(self)
         for fun, options in _shared:
             self._register(fun, options)
         register_builtins(self)  # the chord join, map and starmap tasks workflows send

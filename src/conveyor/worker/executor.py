@@ -84,7 +84,6 @@ class Executor:
         # it can be replayed (Celery rejects it, which RabbitMQ dead-letters).
         self.acks_on_failure = bool(conf.task_acks_on_failure_or_timeout)
         self._delivery: Delivery | None = None
-        self._wants = {event: hooks.wants(event) for event in ("task_received", "task_started")}
 
     # the one entry point ------------------------------------------------------------
     def prepare(self, delivery: Delivery) -> tuple[Envelope, Context] | Outcome:
@@ -137,8 +136,7 @@ class Executor:
                     return Outcome(None, DEFERRED)
             except ConfigurationError as exc:
                 return self._reject(delivery, request, str(exc))
-        if self._wants["task_received"]:
-            self.hooks.emit("task_received", request=request, delivery=delivery)
+        self.hooks.task_received(request)
         return envelope, request
 
     def execute(self, delivery: Delivery, envelope: Envelope, request: Context) -> Outcome:
@@ -150,8 +148,7 @@ class Executor:
             return self._revoked(request, "revoked", store)
         if envelope.expires is not None and time.time() > envelope.expires:
             return self._revoked(request, "expired", store)
-        if self._wants["task_started"]:
-            self.hooks.emit("task_started", request=request)
+        self.hooks.task_started(request)
         if store and _flag(task.track_started, self.track_started):
             self._store_interim(request, states.STARTED)
         push_request(request)
@@ -178,7 +175,7 @@ class Executor:
             pop_request()
             self.gate.finished()
         runtime = time.perf_counter() - started
-        self.hooks.emit("task_succeeded", request=request, result=value, runtime=runtime)
+        self.hooks.task_succeeded(request, value, runtime)
         return self._succeeded(envelope, request, value, store)
 
     def _succeeded(self, envelope: Envelope, request: Context, value: Any, store: bool) -> Outcome:
@@ -218,7 +215,7 @@ class Executor:
     # outcomes -------------------------------------------------------------------------
     def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
         tb = traceback_module.format_exc()
-        self.hooks.emit("task_failed", request=request, exc=exc, traceback=tb, runtime=runtime)
+        self.hooks.task_failed(request, exc, tb, runtime)
         if not self.acks_on_failure and self._delivery is not None:
             self.broker.dead_letter(self._delivery.body, self._delivery.queue, failure_reason(exc))
         if in_workflow(request):
@@ -231,7 +228,7 @@ class Executor:
 
     def _retried(self, request: Context, retry: Retry, store: bool) -> Outcome:
         tb = traceback_module.format_exc() if retry.exc is not None else None
-        self.hooks.emit("task_retried", request=request, reason=retry.reason, exc=retry.exc)
+        self.hooks.task_retried(request, retry.reason, retry.exc, tb)
         if not store:
             return Outcome(None, states.RETRY)
         cause: BaseException = retry.exc if retry.exc is not None else retry
@@ -240,12 +237,8 @@ class Executor:
 
     def _revoked(self, request: Context, reason: str, store: bool) -> Outcome:
         logger.info("Task %s[%s] %s: not run", request.task, request.id, reason)
-        self.hooks.emit(
-            "task_revoked",
-            request=request,
-            reason=reason,
-            terminated=reason == "terminated",
-            expired=reason == "expired",
+        self.hooks.task_revoked(
+            request, terminated=reason == "terminated", expired=reason == "expired"
         )
         exc = TaskRevokedError(f"task {request.id} {_REVOKED_TEXT.get(reason, reason)}")
         if in_workflow(request):
@@ -258,7 +251,7 @@ class Executor:
 
     def _reject(self, delivery: Delivery, request: Context | None, reason: str) -> Outcome:
         self.broker.dead_letter(delivery.body, delivery.queue, reason)
-        self.hooks.emit("task_rejected", request=request, reason=reason)
+        self.hooks.task_rejected(request, reason)
         if request is None or request.id is None:
             return Outcome(None, states.REJECTED)
         exc = MessageError(reason)

@@ -1,24 +1,40 @@
-"""The worker's one hook point: every task's life and the worker's own, as events.
+"""The worker's one emission point: every task's life and the worker's own, as typed
+events (:mod:`conveyor.events`).
 
-Logging, metrics, events and the dashboard subscribe here instead of adding branches to
-the executor. A listener is any object with ``on_<event>`` methods; a listener that
-raises is logged and the others still run (dramatiq's middleware rule).
-
-Task events get ``request`` (the task's :class:`~conveyor.task.Context`) and, by event:
-``task_succeeded(result, runtime)``, ``task_failed(exc, traceback, runtime)``,
-``task_retried(reason, exc)``, ``task_rejected(reason)`` (dead-lettered; ``request`` may
-be None when the message could not be decoded), ``task_revoked(reason, terminated,
-expired)``. Worker events get ``hostname`` and ``info``.
+The executor and the worker call one method per event; each builds its event only when
+someone listens, on the worker's own bus (``hooks.local``: its log lines) or the app's
+(``app.events``: Celery's signals, the user's listeners). A listener that raises is
+logged and the task goes on.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import os
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..events import (
+    Channel,
+    EventBus,
+    TaskFailed,
+    TaskReceived,
+    TaskRejected,
+    TaskRetried,
+    TaskRevoked,
+    TaskStarted,
+    TaskSucceeded,
+    WorkerEvent,
+    WorkerHeartbeat,
+    WorkerOffline,
+    WorkerOnline,
+)
+
+if TYPE_CHECKING:
+    from ..task import Context
 
 __all__ = ["EVENTS", "WorkerHooks"]
-
-logger = logging.getLogger("conveyor.worker")
 
 EVENTS = (
     "task_received",
@@ -35,22 +51,162 @@ EVENTS = (
 
 
 class WorkerHooks:
-    def __init__(self) -> None:
-        self._listeners: dict[str, list[Any]] = {event: [] for event in EVENTS}
+    def __init__(self, app_events: EventBus, hostname: str, heartbeat_seconds: float = 0.0) -> None:
+        self.local = EventBus()
+        self.hostname = hostname
+        self.heartbeat_seconds = heartbeat_seconds
+        channels = {name: Channel(f"on_{name}", self.local, app_events) for name in EVENTS}
+        self._received = channels["task_received"]
+        self._started = channels["task_started"]
+        self._succeeded = channels["task_succeeded"]
+        self._failed = channels["task_failed"]
+        self._retried = channels["task_retried"]
+        self._rejected = channels["task_rejected"]
+        self._revoked = channels["task_revoked"]
+        self._online = channels["worker_online"]
+        self._heartbeat = channels["worker_heartbeat"]
+        self._offline = channels["worker_offline"]
 
-    def subscribe(self, listener: object) -> None:
-        for event in EVENTS:
-            method = getattr(listener, f"on_{event}", None)
-            if method is not None:
-                self._listeners[event].append(method)
+    def subscribe(self, listener: object) -> object:
+        """Listen to this worker only (``app.events.subscribe`` listens to every worker
+        and every send of the app)."""
+        return self.local.subscribe(listener)
 
-    def wants(self, event: str) -> bool:
-        """Cheap check for the hot path: does anyone listen?"""
-        return bool(self._listeners[event])
+    # task events ------------------------------------------------------------------------
+    def task_received(self, request: Context) -> None:
+        if self._received:
+            self._received.send(
+                TaskReceived(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    args=request.args,
+                    kwargs=request.kwargs,
+                    retries=request.retries,
+                    eta=request.eta,
+                    expires=request.expires,
+                    queue=request.delivery_info.get("queue"),
+                    root_id=request.root_id,
+                    parent_id=request.parent_id,
+                )
+            )
 
-    def emit(self, event: str, **payload: Any) -> None:
-        for method in self._listeners[event]:
-            try:
-                method(**payload)
-            except Exception:
-                logger.exception("hook %r failed on %s", method, event)
+    def task_started(self, request: Context) -> None:
+        if self._started:
+            self._started.send(
+                TaskStarted(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    args=request.args,
+                    kwargs=request.kwargs,
+                    pid=os.getpid(),
+                )
+            )
+
+    def task_succeeded(self, request: Context, result: Any, runtime: float) -> None:
+        if self._succeeded:
+            self._succeeded.send(
+                TaskSucceeded(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    result=result,
+                    runtime=runtime,
+                )
+            )
+
+    def task_failed(
+        self, request: Context, exc: BaseException, traceback: str | None, runtime: float | None
+    ) -> None:
+        if self._failed:
+            self._failed.send(
+                TaskFailed(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    exception=exc,
+                    traceback=traceback,
+                    runtime=runtime,
+                )
+            )
+
+    def task_retried(
+        self, request: Context, reason: str, exc: BaseException | None, traceback: str | None
+    ) -> None:
+        if self._retried:
+            self._retried.send(
+                TaskRetried(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    reason=reason,
+                    exception=exc,
+                    traceback=traceback,
+                )
+            )
+
+    def task_revoked(
+        self, request: Context, *, terminated: bool, expired: bool, signum: int | None = None
+    ) -> None:
+        if self._revoked:
+            self._revoked.send(
+                TaskRevoked(
+                    timestamp=time.time(),
+                    uuid=request.id or "",
+                    name=request.task or "",
+                    hostname=self.hostname,
+                    request=request,
+                    terminated=terminated,
+                    expired=expired,
+                    signum=signum,
+                )
+            )
+
+    def task_rejected(self, request: Context | None, reason: str) -> None:
+        """Dead-lettered; ``request`` is None when the message could not be decoded."""
+        if self._rejected:
+            self._rejected.send(
+                TaskRejected(
+                    timestamp=time.time(),
+                    uuid=request.id if request is not None else None,
+                    name=request.task if request is not None else None,
+                    hostname=self.hostname,
+                    reason=reason,
+                    request=request,
+                )
+            )
+
+    # worker events ------------------------------------------------------------------------
+    def worker_online(self, info: dict[str, Any]) -> None:
+        if self._online:
+            self._online.send(self._worker_event(WorkerOnline, info))
+
+    def worker_heartbeat(self, info: dict[str, Any]) -> None:
+        if self._heartbeat:
+            self._heartbeat.send(self._worker_event(WorkerHeartbeat, info))
+
+    def worker_offline(self, info: dict[str, Any]) -> None:
+        if self._offline:
+            self._offline.send(self._worker_event(WorkerOffline, info))
+
+    def _worker_event(self, kind: type[WorkerEvent], info: dict[str, Any]) -> WorkerEvent:
+        return kind(
+            timestamp=time.time(),
+            hostname=self.hostname,
+            pid=os.getpid(),
+            freq=self.heartbeat_seconds,
+            sw_ver=__version__,
+            sw_sys=platform.system(),
+            info=info,
+        )

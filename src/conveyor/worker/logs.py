@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
-from ..task import Context, current_request
+from ..events import TaskFailed, TaskReceived, TaskRejected, TaskRetried, TaskSucceeded
+from ..task import current_request
 
 __all__ = ["LoggingListener", "TaskFilter", "setup_logging"]
 
@@ -53,34 +53,37 @@ class LoggingListener:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("conveyor.worker")
 
-    def on_task_received(self, request: Context, **_: Any) -> None:
-        self.logger.info("Task %s[%s] received", request.task, request.id)
+    def on_task_received(self, event: TaskReceived) -> None:
+        self.logger.info("Task %s[%s] received", event.name, event.uuid)
 
-    def on_task_succeeded(self, request: Context, result: Any, runtime: float, **_: Any) -> None:
+    def on_task_succeeded(self, event: TaskSucceeded) -> None:
         self.logger.info(
-            "Task %s[%s] succeeded in %.6fs: %.200r", request.task, request.id, runtime, result
+            "Task %s[%s] succeeded in %.6fs: %.200r",
+            event.name,
+            event.uuid,
+            event.runtime,
+            event.result,
         )
 
-    def on_task_failed(
-        self, request: Context, exc: BaseException, traceback: str, runtime: float, **_: Any
-    ) -> None:
+    def on_task_failed(self, event: TaskFailed) -> None:
+        exc = event.exception
         self.logger.error(
             "Task %s[%s] raised %s: %s\n%s",
-            request.task,
-            request.id,
+            event.name,
+            event.uuid,
             type(exc).__name__,
             exc,
-            traceback,
+            event.traceback,
         )
 
-    def on_task_retried(self, request: Context, reason: str, **_: Any) -> None:
-        self.logger.info("Task %s[%s] retry: %s", request.task, request.id, reason)
+    def on_task_retried(self, event: TaskRetried) -> None:
+        self.logger.info("Task %s[%s] retry: %s", event.name, event.uuid, event.reason)
 
-    def on_task_rejected(self, request: Context | None, reason: str, **_: Any) -> None:
-        if request is not None:
-            self.logger.error("Task %s[%s] dead-lettered: %s", request.task, request.id, reason)
+    def on_task_rejected(self, event: TaskRejected) -> None:
+        if event.uuid is not None:
+            self.logger.error("Task %s[%s] dead-lettered: %s", event.name, event.uuid, event.reason)
         else:
-            self.logger.error("Message dead-lettered: %s", reason)
+            self.logger.error("Message dead-lettered: %s", event.reason)
 
 
 def get_task_logger(name: str) -> logging.Logger:

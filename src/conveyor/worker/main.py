@@ -66,7 +66,7 @@ class Worker:
         self.prefetch = max(1, int(multiplier))
         self.shutdown_timeout = float(conf.worker_shutdown_timeout)
         self.heartbeat_ttl = float(conf.worker_heartbeat_seconds) * 3
-        self.hooks = WorkerHooks()
+        self.hooks = WorkerHooks(app.events, self.hostname, float(conf.worker_heartbeat_seconds))
         self.stop = threading.Event()
         self.on_cold: Callable[[], None] | None = None
         self.main_loop: ConsumeLoop | None = None
@@ -74,28 +74,11 @@ class Worker:
         self._signals = 0
         if logging.getLogger("conveyor.worker").isEnabledFor(logging.INFO):
             self.hooks.subscribe(LoggingListener())
-        self._signals_subscribed = False
-
-    def _subscribe_signals(self) -> None:
-        """Feed conveyor.signals only when someone listens (checked once the app's
-        modules are imported, since that is where receivers connect)."""
-        from .. import signals
-
-        wanted = any(
-            s.receivers
-            for s in (*signals.TASK_SIGNALS, signals.worker_ready, signals.worker_shutdown)
-        )
-        if wanted and not self._signals_subscribed:
-            from .signal_bridge import SignalBridge
-
-            self.hooks.subscribe(SignalBridge(self.app))
-            self._signals_subscribed = True
 
     # running --------------------------------------------------------------------------
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
-        self._subscribe_signals()
         self._print_banner()
         if self.pool == "prefork":
             from .supervisor import Supervisor
@@ -157,19 +140,19 @@ class Worker:
     def announce_ready(self) -> None:
         self.heartbeat()
         logger.info("%s ready.", self.hostname)
-        self.hooks.emit("worker_online", hostname=self.hostname, info=self.info())
+        self.hooks.worker_online(self.info())
 
     def heartbeat(self) -> None:
         info = self.info()
         self.app.broker.announce_worker(self.hostname, info, self.heartbeat_ttl)
-        self.hooks.emit("worker_heartbeat", hostname=self.hostname, info=info)
+        self.hooks.worker_heartbeat(info)
 
     def retire(self) -> None:
         try:
             self.app.broker.retire_worker(self.hostname)
         except Exception as exc:  # broker gone: the heartbeat simply expires
             logger.debug("could not retire worker: %s", exc)
-        self.hooks.emit("worker_offline", hostname=self.hostname, info=self.info())
+        self.hooks.worker_offline(self.info())
         logger.info("%s stopped.", self.hostname)
 
     def _print_banner(self) -> None:
