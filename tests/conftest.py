@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .support import RedisServer, WorkerProcess, free_port
+from .support_cluster import RedisClusterNodes, SentinelSetup
 
 TESTS = Path(__file__).parent
 
@@ -34,6 +35,35 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.ensure_running()
     redis_server.client().flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """The suite's own Redis Cluster: three masters, one replica each."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterNodes) -> str:
+    """``redis+cluster://`` to the suite's cluster, every shard flushed."""
+    redis_cluster.flush()
+    return redis_cluster.url()
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """The suite's own master, replica and three sentinels."""
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
 
 
 @pytest.fixture

@@ -157,7 +157,9 @@ class Conveyor:
 
                     self._adopt_fork()
                     self._broker = broker_from_url(
-                        self.broker_url, key_prefix=self.conf.redis_key_prefix
+                        self.broker_url,
+                        key_prefix=self.conf.redis_key_prefix,
+                        transport_options=self.conf.broker_transport_options,
                     )
         return self._broker
 
@@ -173,8 +175,17 @@ class Conveyor:
                         self.backend_url,
                         key_prefix=self.conf.redis_key_prefix,
                         expires=float(self.conf.result_expires or 86400),
+                        transport_options=self._backend_transport_options(),
                     )
         return self._backend
+
+    def _backend_transport_options(self) -> dict[str, Any]:
+        # Celery: result_backend_transport_options; a backend on the broker's own URL
+        # (no result_backend set) reads the broker's (the sentinel master_name).
+        options: dict[str, Any] = dict(self.conf.result_backend_transport_options or {})
+        if not options and self.backend_url == self.broker_url:
+            options = dict(self.conf.broker_transport_options or {})
+        return options
 
     def _adopt_fork(self) -> None:
         # In a forked child the parent's connections are not ours: forget (never close)

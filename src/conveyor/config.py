@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     # under Redis's 512 MB bulk limit and SQLite's 1 GB blob limit; a message that
     # large is nearly always data that belongs in storage, with its key as argument.
     "broker_max_message_size": 100 * 1024 * 1024,
+    "result_backend_transport_options": {},
     "result_expires": 86400.0,
     "result_extended": False,
     "result_serializer": "json",
@@ -96,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
 OLD_NAMES: dict[str, str] = {
     "BROKER_URL": "broker_url",
     "BROKER_TRANSPORT_OPTIONS": "broker_transport_options",
+    "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": "result_backend_transport_options",
     "CELERY_RESULT_BACKEND": "result_backend",
     "CELERY_RESULT_SERIALIZER": "result_serializer",
     "CELERY_TASK_RESULT_EXPIRES": "result_expires",

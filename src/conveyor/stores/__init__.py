@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .redis.topology import REDIS_SCHEMES
 from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
 from .transport import Broker, BrokerConsumer, DeadLetter, Delivery, QueueStats, ResultWrite
 
@@ -35,10 +36,14 @@ def _scheme(url: str) -> str:
 
 def broker_from_url(url: str, **options: Any) -> Broker:
     scheme = _scheme(url)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         from .redis.transport import RedisBroker
 
-        return RedisBroker(url, key_prefix=options.get("key_prefix", "conveyor"))
+        return RedisBroker(
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            transport_options=options.get("transport_options"),
+        )
     if scheme == "sqlite":
         from .sqlite.transport import SQLiteBroker
 
@@ -48,7 +53,7 @@ def broker_from_url(url: str, **options: Any) -> Broker:
 
         return MemoryBroker(url)
     raise ConfigurationError(
-        f"unsupported broker URL {url!r}: expected redis://, rediss://, unix://, "
+        f"unsupported broker URL {url!r}: expected redis://, rediss://, unix://, sentinel://, "
         "sqlite:///path or memory://"
     )
 
@@ -56,11 +61,14 @@ def broker_from_url(url: str, **options: Any) -> Broker:
 def backend_from_url(url: str, **options: Any) -> ResultBackend:
     scheme = _scheme(url)
     expires = options.get("expires", 86400.0)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         from .redis.results import RedisBackend
 
         return RedisBackend(
-            url, key_prefix=options.get("key_prefix", "conveyor"), expires=expires
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            expires=expires,
+            transport_options=options.get("transport_options"),
         )
     if scheme == "sqlite":
         from .sqlite.results import SQLiteBackend
@@ -72,5 +80,5 @@ def backend_from_url(url: str, **options: Any) -> ResultBackend:
         return MemoryBackend(url, expires=expires)
     raise ConfigurationError(
         f"unsupported result backend URL {url!r}: expected redis://, rediss://, unix://, "
-        "sqlite:///path or memory://"
+        "sentinel://, sqlite:///path or memory://"
     )

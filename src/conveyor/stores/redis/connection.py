@@ -14,14 +14,19 @@ import contextlib
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 import hiredis
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.connection import ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
+from redis.retry import Retry
+
+from ...exceptions import BrokerUnavailable, ConfigurationError
+from .topology import RedisOptions, is_cluster_url, is_sentinel_url, sentinel_pool
 
 __all__ = ["RedisLink", "Script", "load_script", "pool_from_url"]
 
@@ -60,12 +65,54 @@ def load_script(package: str, name: str) -> Script:
     return Script(name, source)
 
 
-def pool_from_url(url: str, **options: Any) -> ConnectionPool:
+# Between two reconnect attempts while a failover is under way.
+_FAILOVER_BACKOFF = 0.25
+
+
+def failover_retry(seconds: float) -> Retry:
+    """Retry a lost connection for about ``seconds``: long enough for Sentinel to elect a
+    new master (down-after-milliseconds plus the election, a few seconds)."""
+    attempts = max(1, int(seconds / _FAILOVER_BACKOFF))
+    return Retry(ExponentialBackoff(cap=_FAILOVER_BACKOFF, base=0.05), attempts)
+
+
+def pool_from_url(
+    url: str, transport_options: Mapping[str, Any] | None = None, **options: Any
+) -> ConnectionPool:
+    """A connection pool for a single server (``redis://``, ``rediss://``, ``unix://``) or
+    for the master a set of sentinels name (``sentinel://``); ``transport_options`` are
+    Celery's ``broker_transport_options`` / ``result_backend_transport_options``."""
+    if is_cluster_url(url):
+        raise ConfigurationError(
+            "a redis+cluster:// URL has no single connection pool; the cluster client "
+            "is made by the store (this is a bug if you see it)"
+        )
+    read = RedisOptions.read(url, transport_options)
     # health_check_interval keeps idle pooled connections honest after a Redis restart.
     options.setdefault("health_check_interval", 10)
     if not url.startswith("unix:"):
         options.setdefault("socket_keepalive", True)  # TCP only: notice a vanished server
+    if read.failover_timeout > 0:
+        options["retry"] = failover_retry(read.failover_timeout)
+        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
+    if is_sentinel_url(url):
+        return sentinel_pool(url, read, **options)
     return ConnectionPool.from_url(url, **options)
+
+
+def replicated_call(link: RedisLink, commands: Sequence[Command], options: RedisOptions) -> None:
+    """Run ``commands`` and, on the same connection, WAIT until
+    ``options.wait_for_replicas`` replicas hold them; raise BrokerUnavailable when they
+    do not within ``wait_timeout_ms`` (the writes are on the master and may yet be lost
+    at a failover: the caller must not count them as sent). One connection for both, so
+    a WAIT can never confirm writes that went to a master that died meanwhile."""
+    wait = ("WAIT", options.wait_for_replicas, options.wait_timeout_ms)
+    acked = int(link.call_all([*commands, wait])[-1])
+    if acked < options.wait_for_replicas:
+        raise BrokerUnavailable(
+            f"publish reached {acked} of {options.wait_for_replicas} replica(s) within "
+            f"{options.wait_timeout_ms} ms (wait_for_replicas): it may be lost at a failover"
+        )
 
 
 class RedisLink:
@@ -158,6 +205,27 @@ class RedisLink:
         except CONNECTION_ERRORS:
             self.reset()
             raise
+
+    def call_all(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write after anything pending; return their replies
+        (an error reply is raised once all are read, so the connection stays in step)."""
+        self.drain()
+        conn = self._connection()
+        replies: list[Any] = []
+        try:
+            conn.send_packed_command([_pack(commands)], check_health=False)
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except CONNECTION_ERRORS:
+            self.reset()
+            raise
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:

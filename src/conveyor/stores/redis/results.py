@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -40,7 +40,14 @@ _SLICE = 2.0
 
 
 class RedisBackend(ResultBackend):
-    def __init__(self, url: str, *, key_prefix: str = "conveyor", expires: float = 86400.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "conveyor",
+        expires: float = 86400.0,
+        transport_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
         self.ttl_ms = max(1, int(expires * 1000))
@@ -48,6 +55,7 @@ class RedisBackend(ResultBackend):
         # died with a Redis restart is simply retried on a fresh one.
         self.pool = pool_from_url(
             url,
+            transport_options,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -36,10 +36,11 @@ from ..transport import (
     Revocations,
     priority_level,
 )
-from .connection import RedisLink, load_script, pool_from_url
+from .connection import RedisLink, load_script, pool_from_url, replicated_call
 from .connection import text as _text
 from .coordination import RedisFlowControl
 from .keys import RedisKeys
+from .topology import RedisOptions
 
 if TYPE_CHECKING:
     from ..results import ResultBackend
@@ -78,11 +79,17 @@ def _dead_letter(raw: Any) -> DeadLetter:
 
 class RedisBroker(RedisFlowControl, Broker):
     def __init__(
-        self, url: str, *, key_prefix: str = "conveyor", backend_url: str | None = None
+        self,
+        url: str,
+        *,
+        key_prefix: str = "conveyor",
+        backend_url: str | None = None,
+        transport_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
-        self.pool = pool_from_url(url)
+        self.options = RedisOptions.read(url, transport_options)
+        self.pool = pool_from_url(url, transport_options)
         self.client = redis.Redis(connection_pool=self.pool)
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
@@ -115,11 +122,25 @@ class RedisBroker(RedisFlowControl, Broker):
         # The known-queues set needs one SADD per queue and process, not per message.
         announce = "" if queue in self._announced else queue
         head = (announce, level, countdown_ms, eta_ms)
-        for start in range(0, len(bodies), _CHUNK):
-            chunk = bodies[start : start + _CHUNK]
-            command = ENQUEUE.command((base, self.keys.queues), (*head, *chunk))
-            self._call(command)
+        commands = [
+            ENQUEUE.command((base, self.keys.queues), (*head, *bodies[start : start + _CHUNK]))
+            for start in range(0, len(bodies), _CHUNK)
+        ]
+        if self.options.wait_for_replicas:
+            self._replicated(commands)
+        else:
+            for command in commands:
+                self._call(command)
         self._announced.add(queue)
+
+    def _replicated(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        # Publish and WAIT on one connection; after a lost connection both go again (the
+        # publish may then be queued twice: at least once, never lost).
+        link = self._link()
+        try:
+            replicated_call(link, commands, self.options)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            replicated_call(link, commands, self.options)
 
     def _call(self, command: tuple[Any, ...]) -> Any:
         link = self._link()
