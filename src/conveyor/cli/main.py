@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from ..app import Conveyor
-from ..exceptions import AppNotFound, ConveyorError
+from ..exceptions import AppNotFound, BrokerUnavailable, ConveyorError
 from .loader import find_app
 
 __all__ = ["cli", "main"]
@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except BrokerUnavailable as exc:
+        # One line naming the store and the reason, never a client library traceback.
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     except (AppNotFound, ConveyorError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

@@ -127,6 +127,7 @@ class ConsumeLoop:
                 try:
                     self._cycle()
                     backoff = 0.1
+                    self._connected = True
                 except FetchInterrupted:
                     # Shutdown arrived while idle in a fetch: leave now rather than when
                     # the fetch times out. Its connection is mid-command, so it goes; a
@@ -141,7 +142,11 @@ class ConsumeLoop:
                     if self._consumer is not None:
                         self._consumer.recover(self._known_tags())
                 except TRANSIENT as exc:
-                    logger.warning("broker connection lost (%s); retrying in %.1fs", exc, backoff)
+                    # A worker that never got through is waiting, not reconnecting.
+                    state = (
+                        "broker connection lost" if self._connected else "waiting for the broker"
+                    )
+                    logger.warning("%s (%s); retrying in %.1fs", state, exc, backoff)
                     # Keep the consumer: its unconfirmed acks are sent again when it
                     # reconnects; only then are unknown leases given back (_cycle).
                     self._recover = True
@@ -161,8 +166,14 @@ class ConsumeLoop:
             consumer = app.broker.consumer(
                 self.queues, self.consumer_id, self.lease_seconds, results=app.backend
             )
+            try:
+                recovered = consumer.recover(self._known_tags())
+            except BaseException:
+                # Not reached (yet): keep nothing half made, so the next try starts over.
+                with contextlib.suppress(Exception):
+                    consumer.close()
+                raise
             self._consumer = consumer
-            recovered = consumer.recover(self._known_tags())
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
             self._executor = Executor(
@@ -196,6 +207,7 @@ class ConsumeLoop:
             self._consumer = None
 
     _recover = False
+    _connected = False  # a cycle went through at least once
 
     def _cycle(self) -> None:
         consumer = self._open()
@@ -204,7 +216,8 @@ class ConsumeLoop:
             recovered = consumer.recover(self._known_tags())
             self._recover = False
             logger.warning(
-                "broker connection restored%s",
+                "%s%s",
+                "broker connection restored" if self._connected else "connected to the broker",
                 f"; gave back {recovered} leases whose fetch reply was lost" if recovered else "",
             )
         if not self.buffer:

@@ -21,14 +21,21 @@ from typing import Any
 import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.connection import ConnectionPool
+from redis.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from ...exceptions import BrokerUnavailable, ConfigurationError
+from ..urls import masked
 from .topology import RedisOptions, is_cluster_url, is_sentinel_url, sentinel_pool
 
-__all__ = ["RedisLink", "Script", "load_script", "pool_from_url"]
+__all__ = ["RedisLink", "RedisUnavailable", "Script", "load_script", "pool_from_url"]
 
 logger = logging.getLogger("conveyor.redis")
 
@@ -76,12 +83,66 @@ def failover_retry(seconds: float) -> Retry:
     return Retry(ExponentialBackoff(cap=_FAILOVER_BACKOFF, base=0.05), attempts)
 
 
+class RedisUnavailable(BrokerUnavailable, redis.ConnectionError):
+    """Redis cannot be reached. A :class:`BrokerUnavailable` for conveyor's callers, and
+    still a redis-py ``ConnectionError`` for redis-py's own retry and reconnect logic."""
+
+
+class _MappedConnect(AbstractConnection):
+    """Maps a failed connect to :class:`RedisUnavailable`, in one place: the message
+    names the URL (password masked) and the reason in a line, instead of redis-py's
+    traceback ("cannot reach the broker at redis://localhost:1/0: connection refused")."""
+
+    conveyor_url = ""
+    conveyor_role = "the broker"
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().connect_check_health(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RedisUnavailable(
+                f"cannot reach {self.conveyor_role} at {self.conveyor_url}: {_reason(exc)}",
+                url=self.conveyor_url,
+            ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause in a few words: the socket error's text when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, redis.TimeoutError):
+        return "timed out"
+    text = str(exc).strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text else type(exc).__name__
+
+
+def _connection_class(url: str, role: str) -> type[AbstractConnection]:
+    base: type[Any] = Connection
+    if url.startswith("unix:"):
+        base = UnixDomainSocketConnection
+    elif url.startswith("rediss:"):
+        base = SSLConnection
+    attributes = {"conveyor_url": masked(url), "conveyor_role": role}
+    return type(f"Mapped{base.__name__}", (_MappedConnect, base), attributes)
+
+
 def pool_from_url(
-    url: str, transport_options: Mapping[str, Any] | None = None, **options: Any
+    url: str,
+    transport_options: Mapping[str, Any] | None = None,
+    *,
+    role: str = "the broker",
+    **options: Any,
 ) -> ConnectionPool:
     """A connection pool for a single server (``redis://``, ``rediss://``, ``unix://``) or
     for the master a set of sentinels name (``sentinel://``); ``transport_options`` are
-    Celery's ``broker_transport_options`` / ``result_backend_transport_options``."""
+    Celery's ``broker_transport_options`` / ``result_backend_transport_options``. A
+    single server's connections report a failed connect as :class:`RedisUnavailable`;
+    ``role`` names the store in that message ("the broker", "the result backend")."""
     if is_cluster_url(url):
         raise ConfigurationError(
             "a redis+cluster:// URL has no single connection pool; the cluster client "
@@ -97,6 +158,7 @@ def pool_from_url(
         options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
     if is_sentinel_url(url):
         return sentinel_pool(url, read, **options)
+    options["connection_class"] = _connection_class(url, role)
     return ConnectionPool.from_url(url, **options)
 
 

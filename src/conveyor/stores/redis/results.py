@@ -56,6 +56,7 @@ class RedisBackend(ResultBackend):
         self.pool = pool_from_url(
             url,
             transport_options,
+            role="the result backend",
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )

@@ -1,0 +1,21 @@
+"""Store URLs as they may be shown: in errors, logs and banners, never with a password."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["masked"]
+
+# ``password=...`` in a query string (redis-py reads it there too).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (userinfo and query string)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        credentials, at, host = rest.rpartition("@")
+        if at and ":" in credentials:
+            user = credentials.split(":", 1)[0]
+            url = f"{scheme}://{user}:***@{host}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
