@@ -26,7 +26,7 @@ from .exceptions import (
     TimeLimitExceeded,
     TimeoutError,
 )
-from .result import AsyncResult, EagerResult, GroupResult
+from .result import AsyncResult, EagerResult, GroupResult, ResultSet
 from .task import Context, Task
 from .worker.logs import get_task_logger
 
@@ -41,6 +41,7 @@ __all__ = [
     "GroupResult",
     "MaxRetriesExceededError",
     "Reject",
+    "ResultSet",
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",

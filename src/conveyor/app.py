@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,13 +18,17 @@ from .exceptions import ConfigurationError, NotRegistered
 from .result import AsyncResult
 from .signals import Signal
 from .task import Task
+from .task import Task as AnyTask  # a name the ``Conveyor.Task`` property does not hide
 
 if TYPE_CHECKING:
+    from .canvas import Signature
     from .control import Control
     from .stores.results import ResultBackend
     from .stores.transport import Broker
 
 __all__ = ["Conveyor", "current_app", "shared_task"]
+
+logger = logging.getLogger("conveyor")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,7 +86,7 @@ class Conveyor:
             self.conf.include = tuple(include)
         if settings:
             self.conf.update(settings)
-        self.tasks: dict[str, Task[..., Any]] = {}
+        self.tasks: dict[str, AnyTask[..., Any]] = {}
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
         self._lock = threading.Lock()
@@ -93,6 +98,8 @@ class Conveyor:
         self._finalized = False
         # Typed events (conveyor/events.py): ``app.events.subscribe(listener)``.
         self.events = EventBus(self)
+        self._autodiscover: list[tuple[Any, str]] = []  # put off until finalize/start
+        self._announced_default = False
         for fun, options in _shared:
             self._register(fun, options)
         register_builtins(self)  # the chord join, map and starmap tasks workflows send
@@ -136,7 +143,14 @@ class Conveyor:
         url: str | None = self.conf.broker_url
         if url:
             return url
-        return f"sqlite:///{default_data_dir() / 'broker.db'}"
+        path = default_data_dir() / "broker.db"
+        if not self._announced_default:
+            # No broker setting of any form (config.py refuses the ones it cannot
+            # read): say so once in every process that sends, not only in the
+            # worker's banner, so a misnamed setting is noticed at once.
+            self._announced_default = True
+            logger.warning("no broker_url set: using the embedded SQLite broker at %s", path)
+        return f"sqlite:///{path}"
 
     @property
     def backend_url(self) -> str:
@@ -209,12 +223,12 @@ class Conveyor:
 
     # tasks -------------------------------------------------------------------------
     @overload
-    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fun: Callable[P, R], /) -> AnyTask[P, R]: ...
 
     @overload
     def task(
         self, fun: None = None, /, *, bind: Literal[True], name: str | None = ..., **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], AnyTask[P, R]]: ...
 
     @overload
     def task(
@@ -225,7 +239,7 @@ class Conveyor:
         bind: Literal[False] = ...,
         name: str | None = ...,
         **options: Any,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[P, R]], AnyTask[P, R]]: ...
 
     def task(
         self,
@@ -245,17 +259,46 @@ class Conveyor:
         if fun is not None and callable(fun) and not options:
             return self._register(fun, {})
 
-        def decorate(f: Callable[..., Any]) -> Task[..., Any]:
+        def decorate(f: Callable[..., Any]) -> AnyTask[..., Any]:
             return self._register(f, options)
 
         return decorate
 
-    def _register(self, fun: Callable[..., Any], options: Mapping[str, Any]) -> Task[..., Any]:
+    @property
+    def Task(self) -> type[AnyTask[..., Any]]:
+        """The base class of this app's tasks, for class-based tasks:
+        ``class Resize(app.Task): def run(self, path): ...`` then
+        ``app.register_task(Resize())``; or a custom base, ``@app.task(base=MyBase)``."""
+        bound = self.__dict__.get("_task_class")
+        if bound is None:
+            bound = type("Task", (AnyTask,), {"_bound_app": self, "__module__": AnyTask.__module__})
+            self.__dict__["_task_class"] = bound
+        return bound
+
+    def register_task(self, task: AnyTask[..., Any] | type[AnyTask[..., Any]]) -> AnyTask[..., Any]:
+        """Register a class-based task (an instance, or the class to make one), named
+        ``module.ClassName`` unless it sets ``name`` (Celery's ``register_task``)."""
+        instance = task() if isinstance(task, type) else task
+        if not instance.name:
+            cls = type(instance)
+            instance.name = f"{cls.__module__}.{cls.__qualname__}"
+        instance._app = self
+        self.tasks[instance.name] = instance
+        return instance
+
+    def signature(self, varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
+        """``app.signature("tasks.add", args=(2, 2), countdown=10)``: a signature by task
+        name (or from a signature or its dict), bound to this app."""
+        from .canvas import signature
+
+        return signature(varies, *args, app=self, **kwargs)
+
+    def _register(self, fun: Callable[..., Any], options: Mapping[str, Any]) -> AnyTask[..., Any]:
         name = options.get("name") or self.gen_task_name(fun)
         existing = self.tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
             return existing
-        base: type[Task[..., Any]] = options.get("base") or Task
+        base: type[AnyTask[..., Any]] = options.get("base") or AnyTask
         task = base(fun, self, name, {k: v for k, v in options.items() if k != "name"})
         self.tasks[name] = task
         return task
@@ -267,7 +310,7 @@ class Conveyor:
             module = self.main
         return f"{module}.{fun.__qualname__}"
 
-    def get_task(self, name: str) -> Task[..., Any]:
+    def get_task(self, name: str) -> AnyTask[..., Any]:
         try:
             return self.tasks[name]
         except KeyError:
@@ -283,7 +326,7 @@ class Conveyor:
         """Send a task by name, without importing its code."""
         task = self.tasks.get(name)
         if task is None:
-            task = Task(_not_here(name), self, name)
+            task = AnyTask(_not_here(name), self, name)
         return task.apply_async(args, kwargs, **options)
 
     @property
@@ -316,6 +359,9 @@ class Conveyor:
         if self._finalized:
             return
         self._finalized = True
+        pending, self._autodiscover = self._autodiscover, []
+        for packages, related_name in pending:
+            self._discover(packages, related_name)
         self.on_after_configure.send(sender=self, source=self.conf)
         self.on_after_finalize.send(sender=self)
 
@@ -360,16 +406,45 @@ class Conveyor:
 
     # modules -----------------------------------------------------------------------
     def import_default_modules(self) -> None:
-        """Import the modules in ``include`` and ``imports`` (the worker does this)."""
+        """Import the modules in ``include`` and ``imports``, and those
+        ``autodiscover_tasks`` put off (the worker and beat do this at start)."""
         for module in (*self.conf.imports, *self.conf.include):
             importlib.import_module(module)
+        pending, self._autodiscover = self._autodiscover, []
+        for packages, related_name in pending:
+            self._discover(packages, related_name)
 
-    def autodiscover_tasks(self, packages: Iterable[str], related_name: str = "tasks") -> None:
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.<related_name>`` for each package that has one (Celery's
+        ``autodiscover_tasks``). ``packages`` may be a callable (``lambda:
+        settings.INSTALLED_APPS``); None means Django's ``INSTALLED_APPS``. Without
+        ``force`` the imports wait until the app is finalized or the worker starts
+        (Django's app registry may not be ready yet); ``force=True`` imports now."""
+        if force:
+            self._discover(packages, related_name)
+        else:
+            self._autodiscover.append((packages, related_name))
+
+    def _discover(self, packages: Any, related_name: str) -> None:
+        if packages is None:
+            from django.conf import settings  # type: ignore[import-not-found]
+
+            packages = settings.INSTALLED_APPS
+        if callable(packages):
+            packages = packages()
         for package in packages:
+            module = f"{package}.{related_name}" if related_name else package
             try:
-                importlib.import_module(f"{package}.{related_name}")
+                importlib.import_module(module)
             except ModuleNotFoundError as exc:
-                if exc.name != f"{package}.{related_name}":
+                # Only a package without that module is skipped; an import error
+                # inside the module is the user's bug and is raised.
+                if exc.name not in (module, package):
                     raise
 
     def __repr__(self) -> str:

@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
+from .exceptions import ConfigurationError
+
 __all__ = ["DEFAULTS", "OLD_NAMES", "Settings"]
 
 DEFAULTS: dict[str, Any] = {
@@ -140,11 +142,24 @@ OLD_NAMES: dict[str, str] = {
 }
 
 # Environment variables read when the app is configured; they win over defaults but
-# not over what the code sets explicitly.
+# not over what the code sets explicitly. Celery's own two are read as well (after
+# conveyor's), so a deployment that sets them keeps its broker.
 ENVIRONMENT: dict[str, str] = {
     "CONVEYOR_BROKER_URL": "broker_url",
     "CONVEYOR_RESULT_BACKEND": "result_backend",
+    "CELERY_BROKER_URL": "broker_url",
+    "CELERY_RESULT_BACKEND": "result_backend",
 }
+
+# Broker settings of Celery's that conveyor does not read: setting one is an error (it
+# names broker_url), never a silent fall back to the embedded broker.
+UNREAD_BROKER_SETTINGS = frozenset(
+    {
+        "broker_host", "broker_port", "broker_user", "broker_password", "broker_vhost",
+        "broker_transport", "broker_read_url", "broker_write_url",
+    }
+)  # fmt: skip
+_CELERY_PREFIX = "CELERY_"
 
 
 class Settings(MutableMapping[str, Any]):
@@ -162,6 +177,11 @@ class Settings(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = _canonical(key)
+        if name in UNREAD_BROKER_SETTINGS:
+            raise ConfigurationError(
+                f"setting {key!r} is not read by conveyor: give the whole broker as "
+                "broker_url (e.g. 'redis://user:password@host:6379/0')"
+            )
         if name not in DEFAULTS:
             _warn_unknown(name)
         self._values[name] = value
@@ -207,9 +227,11 @@ class Settings(MutableMapping[str, Any]):
         return _canonical(name) in self._changed
 
     def apply_environment(self, environ: Mapping[str, str] = os.environ) -> None:
-        for variable, name in ENVIRONMENT.items():
-            if variable in environ and not self.is_set(name):
+        applied: set[str] = set()
+        for variable, name in ENVIRONMENT.items():  # conveyor's names first: they win
+            if environ.get(variable) and not self.is_set(name) and name not in applied:
                 self._values[name] = environ[variable]
+                applied.add(name)
 
     def from_object(self, obj: Any, namespace: str | None = None) -> None:
         """Read settings from a module, a dotted module name, a class or a mapping.
@@ -222,13 +244,26 @@ class Settings(MutableMapping[str, Any]):
         items = obj.items() if isinstance(obj, Mapping) else _public_attributes(obj)
         prefix = f"{namespace}_" if namespace else None
         for key, value in items:
-            if prefix is not None:
-                if not key.startswith(prefix):
-                    continue
-                key = key[len(prefix) :].lower()
-            elif key.isupper() and key not in OLD_NAMES:
-                continue  # other upper-case module constants are not settings
-            self[key] = value
+            name = _setting_name(key, prefix)
+            if name is not None:
+                self[name] = value
+
+
+def _setting_name(key: str, prefix: str | None) -> str | None:
+    """The setting a name in a config object sets (old and new names both), or None
+    when it is not a setting (another upper-case constant of the module)."""
+    if prefix is not None:
+        return key[len(prefix) :].lower() if key.startswith(prefix) else None
+    if not key.isupper() or key in OLD_NAMES:
+        return key
+    if key.lower() in UNREAD_BROKER_SETTINGS:  # Celery 3's BROKER_HOST ...: refused
+        return key.lower()
+    if key.startswith(_CELERY_PREFIX):
+        # CELERY_BROKER_URL in a plain module (Django style without the namespace):
+        # Celery ignores it and falls back to amqp://localhost silently; conveyor reads
+        # it as broker_url (and warns about an unknown one).
+        return key[len(_CELERY_PREFIX) :].lower()
+    return None
 
 
 def _public_attributes(obj: Any) -> Iterator[tuple[str, Any]]:

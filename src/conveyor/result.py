@@ -1,12 +1,18 @@
 """AsyncResult: the ticket ``.delay()`` returns, and how to read the outcome;
-GroupResult: the same for a group of tasks."""
+GroupResult: the same for a group of tasks (``save()``/``restore(id)`` keep it in the
+backend); ResultSet: any results read together."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from . import states
 from .exceptions import TaskError, TimeoutError
@@ -15,13 +21,17 @@ from .stores.results import ResultMeta, decode_meta
 if TYPE_CHECKING:
     from .app import Conveyor
 
-__all__ = ["AsyncResult", "EagerResult", "GroupResult", "exception_from_meta"]
+__all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultSet", "exception_from_meta"]
 
 R = TypeVar("R")
 
 
 class AsyncResult(Generic[R]):
     """The state and outcome of one task call, read from the result backend."""
+
+    # Sent with ignore_result: nothing will be stored, so get() returns None at once
+    # (Celery's ``AsyncResult.ignored``) instead of waiting forever.
+    ignored: bool = False
 
     def __init__(self, id: str, app: Conveyor | None = None, task_name: str | None = None) -> None:
         if app is None:
@@ -86,9 +96,13 @@ class AsyncResult(Generic[R]):
         return meta.traceback if meta else None
 
     @property
-    def date_done(self) -> float | None:
+    def date_done(self) -> datetime | None:
+        """When the task ended, a timezone-aware datetime in the app's ``timezone``
+        (as Celery's)."""
         meta = self._meta()
-        return meta.date_done if meta else None
+        if meta is None or meta.date_done is None:
+            return None
+        return datetime.fromtimestamp(meta.date_done, ZoneInfo(self.app.conf.timezone or "UTC"))
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES
@@ -112,6 +126,8 @@ class AsyncResult(Generic[R]):
         failed and ``propagate`` is true, and :class:`conveyor.exceptions.TimeoutError`
         when ``timeout`` seconds pass first.
         """
+        if self.ignored:
+            return None  # type: ignore[return-value]  # nothing will ever be stored
         started = time.monotonic()
         raw = self.app.backend.wait(self.id, timeout)
         if raw is None:
@@ -121,10 +137,56 @@ class AsyncResult(Generic[R]):
         if meta.status in states.PROPAGATE_STATES:
             exc = exception_from_meta(meta)
             if propagate:
+                # Celery's follow_parents: the first failure up the workflow is raised,
+                # so a chain or chord raises its failed task's own exception.
+                self._raise_parent_failure()
                 raise exc
             return exc  # type: ignore[return-value]  # Celery returns the exception here
         value: R = meta.result
         return value
+
+    def _raise_parent_failure(self) -> None:
+        """Raise the exception of the first failed result before this one (the root
+        first), as Celery's ``get()`` does; return when none failed."""
+        lineage: list[AsyncResult[Any]] = []
+        node = self._parent
+        while node is not None:
+            lineage.append(node)
+            node = node._parent
+        for node in reversed(lineage):
+            node.maybe_throw()
+
+    def maybe_throw(self, propagate: bool = True) -> None:
+        """Raise the task's exception if it has failed (without waiting)."""
+        meta = self._meta()
+        if propagate and meta is not None and meta.status in states.PROPAGATE_STATES:
+            raise exception_from_meta(meta)
+
+    def then(
+        self,
+        callback: Callable[[AsyncResult[R]], Any],
+        on_error: Callable[[BaseException], Any] | None = None,
+    ) -> Future[Any]:
+        """Call ``callback(result)`` once the task is ready (in a background thread
+        that waits, pushed, for the result); ``on_error(exc)`` if waiting or the
+        callback raised. The Future holds what the callback returned."""
+        future: Future[Any] = Future()
+
+        def wait_and_call() -> None:
+            try:
+                self._wait_ready()
+                future.set_result(callback(self))
+            except BaseException as exc:
+                if on_error is not None:
+                    on_error(exc)
+                future.set_exception(exc)
+
+        threading.Thread(target=wait_and_call, name=f"then-{self.id}", daemon=True).start()
+        return future
+
+    def _wait_ready(self) -> None:
+        if not self.ignored:
+            self.app.backend.wait(self.id, None)
 
     wait = get
 
@@ -218,6 +280,64 @@ class GroupResult(AsyncResult[list[Any]]):
     @property
     def children(self) -> list[AsyncResult[Any]]:
         return self.results
+
+    # kept in the backend (Celery's save/restore) ----------------------------------------
+    def save(self) -> GroupResult:
+        """Store the group's member ids under its id, for :meth:`restore` in another
+        process (it expires with the results, ``result_expires``)."""
+        from .stores.results import ResultMeta, encode_meta
+
+        meta = ResultMeta(task_id=self.id, status=states.SUCCESS, result=_tree(self))
+        self.app.backend.store(_group_key(self.id), encode_meta(meta), True)
+        return self
+
+    @classmethod
+    def restore(cls, id: str, app: Conveyor | None = None) -> GroupResult | None:
+        """The group saved under ``id`` with :meth:`save`; None when there is none."""
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        raw = app.backend.get(_group_key(id))
+        if raw is None:
+            return None
+        return _from_tree(decode_meta(raw).result, app)
+
+    def delete(self) -> None:
+        """Remove what :meth:`save` stored."""
+        self.app.backend.forget(_group_key(self.id))
+
+    # the set of results (Celery's ResultSet) --------------------------------------------
+    def add(self, result: AsyncResult[Any]) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: Iterable[AsyncResult[Any]]) -> None:
+        self.results.extend(r for r in results if r not in self.results)
+
+    def remove(self, result: AsyncResult[Any] | str) -> None:
+        self.results.remove(self._find(result))
+
+    def discard(self, result: AsyncResult[Any] | str) -> None:
+        with contextlib.suppress(ValueError):
+            self.remove(result)
+
+    def clear(self) -> None:
+        self.results[:] = []
+
+    def _find(self, result: AsyncResult[Any] | str) -> AsyncResult[Any]:
+        for member in self.results:
+            if member == result:
+                return member
+        raise ValueError(f"{result} is not in {self!r}")
+
+    def maybe_throw(self, propagate: bool = True) -> None:
+        """Raise the exception of the first member (in order) that failed."""
+        for result in self.results:
+            result.maybe_throw(propagate)
+
+    def _wait_ready(self) -> None:
+        self.get(propagate=False)
 
     # state ------------------------------------------------------------------------
     def _metas(self) -> list[ResultMeta | None]:
@@ -348,6 +468,45 @@ class GroupResult(AsyncResult[list[Any]]):
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+class ResultSet(GroupResult):
+    """Results read together, made by the caller (Celery's ``ResultSet``):
+    ``ResultSet([r1, r2]).get()``, ``.add(r3)``, ``.completed_count()``. A group's
+    result is the same with the group's id (and can be saved)."""
+
+    def __init__(self, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None):
+        from .task import new_task_id
+
+        results = list(results)
+        super().__init__(new_task_id(), results, app or (results[0].app if results else None))
+
+    def __repr__(self) -> str:
+        return f"<ResultSet: [{', '.join(r.id for r in self.results)}]>"
+
+
+def _group_key(group_id: str) -> str:
+    # Beside the task records, never a task id (Celery's "celery-taskset-meta-" idea).
+    return f"conveyor-group-meta-{group_id}"
+
+
+def _tree(result: AsyncResult[Any]) -> Any:
+    """A result as JSON: a task's id, or [group id, [members...]] for a group."""
+    if isinstance(result, GroupResult):
+        return [result.id, [_tree(r) for r in result.results]]
+    return result.id
+
+
+def _from_tree(tree: Any, app: Conveyor) -> GroupResult:
+    group_id, members = tree
+    return GroupResult(
+        group_id,
+        [
+            _from_tree(member, app) if isinstance(member, list) else AsyncResult(member, app)
+            for member in members
+        ],
+        app,
+    )
 
 
 _SUCCESS = frozenset({states.SUCCESS})

@@ -146,22 +146,36 @@ class Task(Generic[P, R]):
     idempotency_key: KeySpec = None
     idempotency_window: float | None = None
 
+    # Check the arguments of every send against the task's signature (Celery's
+    # ``typing``): a call that cannot bind raises TypeError at ``.delay()``.
+    typing: bool = True
+    # The app a class made by ``app.Task`` belongs to (``class MyTask(app.Task)``).
+    _bound_app: Conveyor | None = None
+
     def __init__(
         self,
-        fun: Callable[..., R],
-        app: Conveyor | None,
-        name: str,
+        fun: Callable[..., R] | None = None,
+        app: Conveyor | None = None,
+        name: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``fun`` is the decorated function; a class-based task (``class MyTask(Task)``
+        with a ``run`` method, made with no arguments) has none."""
+        self._app = app or type(self)._bound_app
+        self._checker: Callable[..., None] | None = None
+        if fun is None:
+            # A class-based task: its own ``run`` is the body, self already bound.
+            fun = self.run
+            self.bind = False
+            name = name or getattr(type(self), "name", None) or ""
         self._fun = fun
-        self._app = app
-        self.name = name
+        self.name = name or ""
         for key, value in (options or {}).items():
             if key == "base":
                 continue
             setattr(self, key, value)
-        self.__doc__ = fun.__doc__
-        self.__name__ = getattr(fun, "__name__", name)
+        self.__doc__ = fun.__doc__ or type(self).__doc__
+        self.__name__ = getattr(fun, "__name__", self.name)
         self.__module__ = getattr(fun, "__module__", __name__)
         self.__wrapped__ = fun
 
@@ -188,6 +202,69 @@ class Task(Generic[P, R]):
     @property
     def request(self) -> Context:
         return current_request() or _DEFAULT_CONTEXT
+
+    # handlers a Task subclass may override (Celery's names and arguments) ------------
+    def before_start(self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Called in the worker before the body runs."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        """Called in the worker when the task succeeded."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called in the worker when the task failed for good."""
+
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called in the worker when the task is to be retried."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called in the worker after the task returned or failed (not on a retry)."""
+
+    # checks at send (Celery's) --------------------------------------------------------
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError when ``args``/``kwargs`` do not bind to the task's signature
+        (Celery checks at ``apply_async`` unless the task has ``typing=False``)."""
+        checker = self._checker
+        if checker is None:
+            from .arguments import argument_checker
+
+            checker = self._checker = argument_checker(self._fun, skip_first=self.bind)
+        try:
+            checker(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{str(exc).removeprefix('check')}") from None
+
+    def _check_limits(self, soft: float | None, hard: float | None) -> None:
+        soft = self.soft_time_limit if soft is None else soft
+        hard = self.time_limit if hard is None else hard
+        if soft and hard and soft > hard:
+            raise ValueError(
+                f"{self.name}: soft_time_limit ({soft}) must be less than or equal to "
+                f"time_limit ({hard})"
+            )
 
     # sending -----------------------------------------------------------------------
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
@@ -224,7 +301,10 @@ class Task(Generic[P, R]):
         to call once when it fails for good (see :mod:`conveyor.canvas`)."""
         app = self.app
         conf = app.conf.raw
+        self._check_limits(soft_time_limit, time_limit)
         if conf["task_always_eager"]:
+            if self.typing:
+                self.check_arguments(args or (), kwargs or {})
             result = self.apply(args, kwargs, task_id=task_id, headers=headers)
             if link is not None or link_error is not None:
                 from .canvas import apply_eager_links
@@ -260,7 +340,7 @@ class Task(Generic[P, R]):
                 countdown=countdown,
                 eta=_epoch(eta),
             )
-            return AsyncResult(first or envelope.id, app, self.name)
+            return self._ticket(first or envelope.id, envelope.ignore_result)
         app.broker.publish(
             queue or self.queue or app.route(self.name),
             (body,),
@@ -268,7 +348,19 @@ class Task(Generic[P, R]):
             countdown=countdown,
             eta=_epoch(eta),
         )
-        return AsyncResult(envelope.id, app, self.name)
+        return self._ticket(envelope.id, envelope.ignore_result)
+
+    def _ticket(self, task_id: str, ignore_result: bool) -> AsyncResult[R]:
+        """The result of a send; with no result to be stored, ``get()`` returns None at
+        once instead of waiting forever (Celery's ``AsyncResult.ignored``)."""
+        result: AsyncResult[R] = AsyncResult(task_id, self.app, self.name)
+        if ignore_result or (
+            self.ignore_result
+            if self.ignore_result is not None
+            else self.app.conf.raw["task_ignore_result"]
+        ):
+            result.ignored = True
+        return result
 
     def delay_many(
         self,
@@ -310,6 +402,8 @@ class Task(Generic[P, R]):
         link_error: Any = None,
         workflow: Mapping[str, Any] | None = None,
     ) -> Envelope:
+        if self.typing:
+            self.check_arguments(args or (), kwargs or {})
         now = time.time()
         parent = current_request()
         task_id = task_id or new_task_id()

@@ -61,3 +61,88 @@ def describe(*args: Any, **kwargs: Any) -> list[Any]:
 def give(value: Any) -> Any:
     """Returns its argument (a result that must keep its type)."""
     return value
+
+
+@app.task(soft_time_limit=5, time_limit=2)
+def limits_upside_down() -> None:
+    """soft_time_limit above time_limit: Celery refuses to send it (ValueError)."""
+
+
+@app.task(ignore_result=True)
+def quiet(key: str) -> None:
+    log(key, "quiet ran")
+
+
+@app.task(bind=True)
+def failing(self: Task[..., Any], message: str) -> None:
+    raise KeyError(message)
+
+
+# class-based tasks (Celery's old style) and custom bases ---------------------------------
+class Flaky(app.Task):
+    """Fails with ConnectionError until its third attempt; autoretry with backoff."""
+
+    name = "tests.apps.parity.Flaky"
+    autoretry_for = (ConnectionError,)
+    retry_kwargs = {"max_retries": 4}
+    retry_backoff = 0.05
+    retry_jitter = False
+
+    def run(self, key: str) -> str:
+        log(key, f"attempt {self.request.retries}")
+        if self.request.retries < 2:
+            raise ConnectionError("not yet")
+        return f"ok after {self.request.retries}"
+
+
+flaky = app.register_task(Flaky())
+
+
+class Unnamed(app.Task):
+    def run(self, x: int) -> int:
+        return x * 3
+
+
+unnamed = app.register_task(Unnamed)
+
+
+class Audited(app.Task):
+    """A custom base: every handler logs what Celery passes it."""
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        log(args[0], f"before_start {task_id} {self.request.id}")
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        log(args[0], f"on_success {retval!r} {task_id}")
+
+    def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        log(args[0], f"on_failure {type(exc).__name__} {task_id} {'Traceback' in str(einfo)}")
+
+    def on_retry(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        log(args[0], f"on_retry {type(exc).__name__} {task_id}")
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        log(args[0], f"after_return {status} {task_id}")
+
+
+@app.task(base=Audited, bind=True, max_retries=1, default_retry_delay=0.05)
+def audited(self: Task[..., Any], key: str, mode: str) -> str:
+    if mode == "fail":
+        raise ValueError("audited failure")
+    if mode == "retry" and self.request.retries == 0:
+        self.retry(exc=TimeoutError("first try"))
+    return mode
+
+
+@app.task
+def paced(i: int) -> int:
+    """No rate limit of its own: a worker's --rate-limit applies to it."""
+    return i
+
+
+@app.task(rate_limit="1000/s")
+def own_pace(i: int) -> int:
+    """A rate limit of its own: a worker's --rate-limit leaves it alone."""
+    return i

@@ -8,21 +8,24 @@ records apart by a key of their own.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import redis
 
-from conveyor import chain, group
+from conveyor import GroupResult, ResultSet, Signature, chain, chord, group, signature
 
 from ..apps import parity
 from ..apps.parity import read_log
-from ..support import RedisServer, WorkerProcess, connected
+from ..support import RedisServer, WorkerProcess, connected, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,3 +118,160 @@ def test_bytes_arguments_and_results_keep_their_type(cluster: Cluster) -> None:
     # Through a chain's partial arguments and the previous step's result.
     flow = chain(parity.give.s(b"abc"), parity.describe.s(b"def"))
     assert flow().get(timeout=20) == [["bytes", "bytes"], {}]
+
+
+# the task API ------------------------------------------------------------------------------
+def test_arguments_are_checked_at_delay(cluster: Cluster) -> None:
+    """Celery's typing=True: a call that does not bind raises TypeError in the caller."""
+    with pytest.raises(TypeError, match=r"tests\.apps\.parity\.add\(\) missing 1 required"):
+        parity.add.delay(1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        parity.add.apply_async((1, 2), {"z": 3})
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        parity.add.s(1, 2, 3).delay()
+    with pytest.raises(TypeError):
+        group(parity.add.s(1, 2), parity.add.s(1))()  # a group member, too
+    assert parity.add.delay(1, y=2).get(timeout=20) == 3  # what binds is sent
+    # A bound task's self is not an argument; class-based tasks are checked too.
+    with pytest.raises(TypeError):
+        parity.failing.delay()
+    with pytest.raises(TypeError):
+        parity.flaky.delay()
+
+
+def test_soft_time_limit_above_time_limit_is_refused(cluster: Cluster) -> None:
+    with pytest.raises(ValueError, match=r"soft_time_limit .* must be less than or equal"):
+        parity.limits_upside_down.delay()
+    with pytest.raises(ValueError, match="soft_time_limit"):
+        parity.add.apply_async((1, 2), soft_time_limit=10, time_limit=5)
+
+
+def test_ignore_result_per_call_returns_none_at_once(cluster: Cluster) -> None:
+    k = key()
+    result = parity.add.apply_async((1, 2), ignore_result=True)
+    assert result.get(timeout=0.001) is None  # no wait: nothing will be stored
+    # A task declared ignore_result: the same.
+    assert parity.quiet.delay(k).get(timeout=0.001) is None
+    wait_for(lambda: cluster.log(k) == ["quiet ran"], 10, what="the quiet task")
+    assert parity.add.apply_async((2, 2)).get(timeout=20) == 4  # others still wait
+
+
+def test_class_based_task_with_autoretry_and_backoff(cluster: Cluster) -> None:
+    k = key()
+    assert parity.app.tasks["tests.apps.parity.Flaky"] is parity.flaky
+    assert parity.flaky.delay(k).get(timeout=20) == "ok after 2"
+    assert cluster.log(k) == ["attempt 0", "attempt 1", "attempt 2"]
+    # Registered by class, named module.ClassName as Celery names it.
+    assert parity.unnamed.name == "tests.apps.parity.Unnamed"
+    assert parity.app.send_task("tests.apps.parity.Unnamed", (5,)).get(timeout=20) == 15
+
+
+def test_custom_base_handlers_get_celerys_arguments(cluster: Cluster) -> None:
+    k = key()
+    ok = parity.audited.delay(k, "ok")
+    assert ok.get(timeout=20) == "ok"
+    wait_for(lambda: len(cluster.log(k)) >= 3, 10, what="the handlers")
+    assert cluster.log(k) == [
+        f"before_start {ok.id} {ok.id}", f"on_success 'ok' {ok.id}",
+        f"after_return SUCCESS {ok.id}",
+    ]  # fmt: skip
+    k = key()
+    bad = parity.audited.delay(k, "fail")
+    with pytest.raises(ValueError, match="audited failure"):
+        bad.get(timeout=20)
+    wait_for(lambda: len(cluster.log(k)) >= 3, 10, what="the handlers")
+    assert cluster.log(k)[1:] == [
+        f"on_failure ValueError {bad.id} True", f"after_return FAILURE {bad.id}"
+    ]  # fmt: skip
+    k = key()
+    again = parity.audited.delay(k, "retry")
+    assert again.get(timeout=20) == "retry"
+    wait_for(lambda: len(cluster.log(k)) >= 5, 10, what="the handlers")
+    assert f"on_retry TimeoutError {again.id}" in cluster.log(k)
+    assert cluster.log(k)[-1] == f"after_return SUCCESS {again.id}"
+
+
+def test_app_signature_and_signatures_as_data(cluster: Cluster) -> None:
+    sig = parity.app.signature("tests.apps.parity.add", args=(2, 3), countdown=0)
+    assert sig.delay().get(timeout=20) == 5
+    flow = chain(parity.add.s(1, 1), parity.add.s(10))
+    rebuilt = signature(flow.to_dict(), app=parity.app)
+    assert isinstance(rebuilt, chain) and rebuilt().get(timeout=20) == 12
+    # A workflow passed to a task and returned by it, as a dict, is rebuilt by from_dict.
+    echoed = parity.give.delay(chord([parity.add.s(1, 1)], parity.tsum.s()).to_dict())
+    back = Signature.from_dict(echoed.get(timeout=20), parity.app)
+    assert isinstance(back, chord) and back().get(timeout=20) == 2
+
+
+# results -----------------------------------------------------------------------------------
+def test_group_result_save_and_restore(cluster: Cluster) -> None:
+    result = group(parity.add.s(i, i) for i in range(3))()
+    result.save()
+    restored = GroupResult.restore(result.id, app=parity.app)
+    assert restored is not None and restored.id == result.id
+    assert [r.id for r in restored.results] == [r.id for r in result.results]
+    assert restored.get(timeout=20) == [0, 2, 4]
+    restored.delete()
+    assert GroupResult.restore(result.id, app=parity.app) is None
+
+
+def test_result_set_then_and_date_done(cluster: Cluster) -> None:
+    results = ResultSet([parity.add.delay(1, 1), parity.add.delay(2, 2)])
+    results.add(parity.add.delay(3, 3))
+    assert results.get(timeout=20) == [2, 4, 6] and results.completed_count() == 3
+    seen: Future[int] = parity.add.delay(4, 4).then(lambda r: r.get() * 10)
+    assert seen.result(timeout=20) == 80
+    done = parity.add.delay(5, 5)
+    done.get(timeout=20)
+    assert isinstance(done.date_done, datetime) and done.date_done.tzinfo is not None
+
+
+def test_children_parent_and_root_ids(cluster: Cluster) -> None:
+    """A link= callback is a child of its task (Celery's result.children); a chain's id
+    is its last task's, and each step's parent is the step before, root the first."""
+    first = parity.add.apply_async((1, 2), link=parity.ident.s())
+    assert first.get(timeout=20) == 3
+    wait_for(lambda: len(first.children) == 1, 10, what="the callback as a child")
+    assert first.children[0].get(timeout=20) == 3
+    flow = chain(parity.add.s(1, 1), parity.add.s(1), parity.add.s(1))
+    frozen = flow.freeze()
+    assert frozen.id == flow.tasks[-1].id
+    assert flow.apply_async().get(timeout=20) == 4
+    middle = frozen.parent
+    assert middle is not None and middle.parent is not None
+    assert parity.app.AsyncResult(frozen.id).parent == middle
+
+
+# the worker's --rate-limit -----------------------------------------------------------------
+def test_worker_rate_limit_is_a_default_for_tasks_without_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """``worker --rate-limit 1/m``: tasks without a rate of their own start once a
+    minute, counted across all workers; tasks with one keep theirs."""
+    queue = f"paced-{key()}"
+    worker = start_worker(
+        cluster.url, cluster.records, tmp_path / "paced.log", "-Q", queue, "-c", "1",
+        "-P", "threads", "--rate-limit", "1/m",
+    )  # fmt: skip
+    try:
+        own = [parity.own_pace.apply_async((i,), queue=queue) for i in range(3)]
+        assert [r.get(timeout=20) for r in own] == [0, 1, 2]
+        paced = [parity.paced.apply_async((i,), queue=queue) for i in range(3)]
+        wait_for(lambda: sum(r.ready() for r in paced) >= 1, 20, what="the first paced task")
+        time.sleep(2)  # at 1/m the others wait a minute: none may start meanwhile
+        assert sum(r.ready() for r in paced) == 1
+    finally:
+        worker.stop()
+
+
+def test_worker_refuses_a_bad_rate_limit(cluster: Cluster) -> None:
+    environment = dict(os.environ, CONVEYOR_BROKER_URL=cluster.url)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS.parent), environment.get("PYTHONPATH", "")]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "-A", APP, "worker", "--rate-limit", "often"],
+        env=environment, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "bad rate limit 'often'" in done.stderr

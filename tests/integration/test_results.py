@@ -57,7 +57,8 @@ def test_states_go_pending_started_success(
     assert result.get(timeout=5) == "opened"
     assert result.state == states.SUCCESS and result.successful() and result.ready()
     assert not r.exists(KEYS.state(result.id)), "the interim state gives way to the result"
-    assert result.date_done is not None and abs(result.date_done - time.time()) < 5
+    assert result.date_done is not None and abs(result.date_done.timestamp() - time.time()) < 5
+    assert result.date_done.tzinfo is not None  # aware, in the app's timezone (Celery's)
 
 
 def test_result_keys_expire_and_forget_deletes_them(

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from ..exceptions import ConfigurationError
+from ..limits import parse_rate
 from ..worker.logs import setup_logging
 from ..worker.main import POOLS, Worker
 from .main import AppContext, loglevel_option
@@ -60,6 +62,13 @@ from .main import AppContext, loglevel_option
     help="On SIGTERM, how long running tasks may take before a cold stop. [default: 30]",
 )
 @click.option(
+    "--rate-limit",
+    metavar="RATE",
+    callback=lambda _ctx, _param, value: _checked_rate(value),
+    help="Default rate limit (e.g. 10/m) for the tasks this worker runs that set none of "
+    "their own; held across all workers together, like every conveyor rate limit.",
+)
+@click.option(
     "-B",
     "--beat",
     is_flag=True,
@@ -78,6 +87,7 @@ def worker(
     max_memory_per_child: int | None,
     prefetch_multiplier: int | None,
     shutdown_timeout: float | None,
+    rate_limit: str | None,
     beat: bool,
 ) -> None:
     """Start a worker that consumes tasks from the broker and runs them."""
@@ -85,6 +95,10 @@ def worker(
     app = obj.app
     if shutdown_timeout is not None:
         app.conf.worker_shutdown_timeout = shutdown_timeout
+    if rate_limit is not None:
+        # task_default_rate_limit in this worker: a task without a rate_limit of its own
+        # is admitted at this rate, counted in the broker under the task's name.
+        app.conf.task_default_rate_limit = rate_limit
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     runner = Worker(
         app,
@@ -99,3 +113,13 @@ def worker(
         beat=beat,
     )
     sys.exit(runner.start())
+
+
+def _checked_rate(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_rate(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value

@@ -75,10 +75,18 @@ class Worker:
         if logging.getLogger("conveyor.worker").isEnabledFor(logging.INFO):
             self.hooks.subscribe(LoggingListener())
 
+    def _subscribe_task_handlers(self) -> None:
+        """Call Task subclasses' on_success/on_failure/... only if a task has them."""
+        from .task_handlers import TaskHandlers, overrides_handlers
+
+        if any(overrides_handlers(task) for task in self.app.tasks.values()):
+            self.hooks.subscribe(TaskHandlers(self.app))
+
     # running --------------------------------------------------------------------------
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
+        self._subscribe_task_handlers()
         self._print_banner()
         if self.pool == "prefork":
             from .supervisor import Supervisor

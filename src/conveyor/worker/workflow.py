@@ -86,7 +86,8 @@ class Workflow:
         """Store the result, then send the callbacks."""
         assert request.id is not None
         children = list(request.children or ())
-        for data in request.callbacks or ():
+        callbacks = [self._frozen(data) for data in request.callbacks or ()]
+        for data in callbacks:
             children.extend(first_ids(data))
         meta = ResultMeta(
             task_id=request.id,
@@ -99,8 +100,17 @@ class Workflow:
             children=children or None,
         )
         self._store(request, ResultWrite(request.id, encode_meta(meta), True), store)
-        for data in request.callbacks or ():
+        for data in callbacks:
             self._send_callback(request, data, value)
+
+    def _frozen(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A callback with its ids chosen, so they are stored as this task's children
+        before it is sent (``link=add.s()`` comes unfrozen; a chain's steps do not)."""
+        if first_ids(data):
+            return data
+        sig = Signature.from_dict(data, self.app)
+        sig.freeze()
+        return sig.to_dict()
 
     def failed(
         self,
