@@ -13,7 +13,7 @@ from conveyor import Conveyor
 from conveyor.exceptions import ConfigurationError
 from conveyor.limits import call_key, parse_rate
 from conveyor.message import decode_envelope
-from conveyor.worker.admission import AdmissionGate
+from conveyor.worker.admission import DEFERRED, AdmissionGate
 
 
 @pytest.fixture
@@ -80,13 +80,15 @@ class Gate:
         self.app = app
         self.consumer = app.broker.consumer(["celery"], consumer_id, 30)
         self.gate = AdmissionGate(app, app.broker, consumer_id)
+        self.last = DEFERRED
 
     def admit_next(self) -> bool:
         (delivery,) = self.consumer.fetch(1, timeout=1)
         envelope = decode_envelope(delivery.body, frozenset({"json"}))
         task = self.app.tasks[envelope.task]
         assert self.gate.watches(task.name)
-        return self.gate.admit(task, envelope, delivery)  # admitted: still leased, "running"
+        self.last = self.gate.admit(task, envelope, delivery)  # admitted: leased, "running"
+        return bool(self.last)
 
 
 def test_the_gate_defers_a_rate_limited_task_to_its_slot(app: Conveyor) -> None:
@@ -140,6 +142,6 @@ def test_the_gate_holds_concurrency_slots_per_key(app: Conveyor) -> None:
     assert one.admit_next()  # a: holds the slot
     assert not two.admit_next()  # a again: deferred
     assert two.admit_next()  # b: its own slot
-    one.gate.finished()
+    one.gate.release(one.last)
     (stats,) = app.broker.queues()
     assert stats.scheduled == 1

@@ -9,7 +9,7 @@ import click
 from ..exceptions import ConfigurationError
 from ..limits import parse_rate
 from ..worker.logs import setup_logging
-from ..worker.main import POOLS, Worker
+from ..worker.main import Worker
 from .main import AppContext, loglevel_option
 
 
@@ -23,7 +23,11 @@ from .main import AppContext, loglevel_option
     help="Child processes (prefork) or threads. [default: number of CPUs]",
 )
 @click.option(
-    "-P", "--pool", type=click.Choice(POOLS), help="Pool implementation. [default: prefork]"
+    "-P",
+    "--pool",
+    metavar="NAME",
+    help="Pool implementation: prefork, threads, solo, or one registered with "
+    "conveyor.worker.pools.register_pool. [default: prefork]",
 )
 @click.option(
     "-Q",

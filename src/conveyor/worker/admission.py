@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ..stores.transport import Broker, Delivery
     from ..task import Task
 
-__all__ = ["AdmissionGate"]
+__all__ = ["Admission", "AdmissionGate"]
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -48,8 +49,25 @@ FIRST_WAIT = 0.05
 MAX_WAIT = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The gate's answer for one message: admitted or deferred, and the concurrency
+    slot (key, tag) it holds while it runs."""
+
+    admitted: bool
+    slot: tuple[str, str] | None = None
+
+    def __bool__(self) -> bool:
+        return self.admitted
+
+
+DEFERRED = Admission(False)
+ADMITTED = Admission(True)  # no limit to hold
+
+
 class AdmissionGate:
-    """One consume loop's gate (not shared between threads)."""
+    """One consumer's gate, shared by the attempts it feeds (each holds its own slot in
+    the :class:`Admission` it was given; the gate holds none)."""
 
     def __init__(self, app: Conveyor, broker: Broker, consumer_id: str) -> None:
         self.app = app
@@ -61,7 +79,6 @@ class AdmissionGate:
         self._overrides: dict[str, float | None] = {}
         self._limited: frozenset[str] = frozenset()
         self._refresh_at = 0.0
-        self._held: tuple[str, str] | None = None  # slot key and tag of the running task
         self._turned_away: dict[str, int] = {}
 
     def watches(self, name: str) -> bool:
@@ -95,11 +112,10 @@ class AdmissionGate:
             return parse_rate(task.rate_limit)
         return self.default_rate
 
-    def admit(self, task: Task[..., Any], envelope: Envelope, delivery: Delivery) -> bool:
-        """True: run it now (holding its concurrency slot, if any). False: it was
-        deferred in the broker. Raises ConfigurationError when its key cannot be read."""
-        if self._held is not None:
-            self.finished()  # the last task ended on a path that did not say so
+    def admit(self, task: Task[..., Any], envelope: Envelope, delivery: Delivery) -> Admission:
+        """Truthy: run it now (holding the returned concurrency slot, if any, until
+        :meth:`release`). Falsy: it was deferred in the broker. Raises
+        ConfigurationError when its key cannot be read."""
         broker = self.broker
         slot: tuple[str, str] | None = None
         limit = task.concurrency_limit
@@ -112,7 +128,7 @@ class AdmissionGate:
             slot = (slot_key, delivery.tag if acks_late else "")
             if not broker.acquire_slot(slot_key, int(limit), self.consumer_id, slot[1]):
                 self._defer(delivery, self._backoff(envelope.id), "concurrency limit")
-                return False
+                return DEFERRED
         rate = self.rate_of(task)
         if rate is not None:
             wait = broker.acquire_rate(task.name, rate, envelope.id)
@@ -120,17 +136,16 @@ class AdmissionGate:
                 if slot is not None:
                     broker.release_slot(slot[0], self.consumer_id, slot[1])
                 self._defer(delivery, wait, "rate limit")
-                return False
+                return DEFERRED
         self._turned_away.pop(envelope.id, None)
-        self._held = slot
-        return True
+        return ADMITTED if slot is None else Admission(True, slot)
 
-    def finished(self) -> None:
+    def release(self, admission: Admission) -> None:
         """The task ended: free its slot at once (its ack would free it anyway)."""
-        held, self._held = self._held, None
-        if held is not None:
+        slot = admission.slot
+        if slot is not None:
             try:
-                self.broker.release_slot(held[0], self.consumer_id, held[1])
+                self.broker.release_slot(slot[0], self.consumer_id, slot[1])
             except TRANSIENT as exc:  # the slot lapses with the delivery or the lease
                 logger.debug("could not release a concurrency slot: %s", exc)
 

@@ -1,9 +1,10 @@
-"""The executor: runs one delivered message and says what to store and whether to ack.
+"""The executor: the work of each step of an attempt (worker/attempt.py).
 
-It knows nothing of pools or brokers beyond the delivery in its hand: the loop fetches,
-the executor decodes, checks, runs the task, and returns an :class:`Outcome`. Messages
-that can never run (undecodable, unknown task, arguments that do not fit) are
-dead-lettered with the reason; the worker goes on.
+It knows nothing of pools, and of the broker only the consumer that leased the delivery:
+the loop fetches, an attempt asks the executor to decode, check and admit its message,
+to begin the task and judge how it ended (an :class:`Outcome`: what to store), and to
+settle it (ack and result together). Messages that can never run (undecodable, unknown
+task, arguments that do not fit) are dead-lettered with the reason; the worker goes on.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback as traceback_module
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -28,18 +29,19 @@ from ..exceptions import (
 from ..message import Envelope, decode_envelope, message_head
 from ..serializers import accepted
 from ..stores.results import ResultMeta, encode_meta, error_meta
-from ..stores.transport import Delivery, ResultWrite
-from ..task import Context, Task, pop_request, push_request
+from ..stores.transport import BrokerConsumer, Delivery, ResultWrite
+from ..task import Context, Task, push_request
 from .admission import AdmissionGate
+from .attempt import Attempt
 from .hooks import WorkerHooks
 from .revocations import RevocationCache
+from .timelimits import Deadlines
 from .workflow import Workflow, in_workflow
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..stores.transport import Broker
 
-__all__ = ["DEFERRED", "Executor", "Outcome"]
+__all__ = ["DEFERRED", "AttemptWatcher", "Executor", "Outcome"]
 
 # Not a task state: the admission gate gave the message back to the broker for later.
 DEFERRED = "DEFERRED"
@@ -55,59 +57,66 @@ class Outcome:
     status: str
 
 
+class AttemptWatcher(Protocol):
+    """Told when an attempt's task body starts and ends (a pool's SIGALRM, a prefork
+    child's shared-memory slot)."""
+
+    def started(self, attempt: Attempt) -> None: ...
+
+    def finished(self, attempt: Attempt) -> None: ...
+
+
 class Executor:
+    """The work of the attempts one consumer feeds, and what they share: the app, the
+    consumer (acks and write-behind results), the admission gate, the hooks."""
+
     def __init__(
         self,
         app: Conveyor,
-        broker: Broker,
-        hooks: WorkerHooks,
+        consumer: BrokerConsumer,
+        consumer_id: str,
         hostname: str,
-        store_interim: Callable[[ResultWrite], None],
+        hooks: WorkerHooks,
         revocations: RevocationCache | None = None,
-        consumer_id: str = "",
+        watchers: Sequence[AttemptWatcher] = (),
     ) -> None:
         self.app = app
+        broker = app.broker
+        self.consumer = consumer
+        self.consumer_id = consumer_id
+        self.carries_results = consumer.carries_results
         self.gate = AdmissionGate(app, broker, consumer_id)
         self.workflow = Workflow(app, broker)  # callbacks, errbacks, chords (canvas.py)
         self.revocations = revocations if revocations is not None else RevocationCache()
-        self.store_interim = store_interim
         self.broker = broker
         self.hooks = hooks
         self.hostname = hostname
+        self.watchers = tuple(watchers)
         conf = app.conf
         self.accept = accepted(conf.accept_content)
         self.track_started = bool(conf.task_track_started)
         self.ignore_result = bool(conf.task_ignore_result)
+        self.acks_late = bool(conf.task_acks_late)
         self.max_deliveries = int(conf.task_max_deliveries)
         self.max_size = int(conf.broker_max_message_size or 0)
+        self.soft_limit = conf.task_soft_time_limit
+        self.hard_limit = conf.task_time_limit
         # Off: a task that fails (or times out) is dead-lettered as well as recorded, so
         # it can be replayed (Celery rejects it, which RabbitMQ dead-letters).
         self.acks_on_failure = bool(conf.task_acks_on_failure_or_timeout)
-        self._delivery: Delivery | None = None
 
-    # the one entry point ------------------------------------------------------------
-    def prepare(self, delivery: Delivery) -> tuple[Envelope, Context] | Outcome:
-        """Decode and check a message; an Outcome means it will not run.
+    # prepare ----------------------------------------------------------------------------
+    def prepare(self, attempt: Attempt) -> bool:
+        """Decode and check a message, and admit it; False: it will not run.
 
         Nothing in a message may crash the loop (promise 5): whatever goes wrong while
         it is decoded and checked dead-letters it with the reason, and REJECTED is
         stored under its id when one can be read from it (message.message_head)."""
-        if delivery.deliveries > self.max_deliveries:
-            # Its worker died every time it had it: a poison message. Checked before
-            # decoding, since decoding may be what kills the child.
-            return self._reject(
-                delivery,
-                _head_request(delivery.body),
-                f"delivered {delivery.deliveries} times and its worker died each time "
-                f"(task_max_deliveries={self.max_deliveries})",
-            )
-        if self.max_size and len(delivery.body) > self.max_size:
-            return self._reject(
-                delivery,
-                _head_request(delivery.body),
-                f"message of {len(delivery.body):,} bytes is over broker_max_message_size "
-                f"({self.max_size:,})",
-            )
+        delivery = attempt.delivery
+        outcome = self._refuse_unread(delivery)
+        if outcome is not None:
+            attempt.outcome = outcome
+            return False
         try:
             envelope = decode_envelope(delivery.body, self.accept)
             request = Context.from_envelope(
@@ -125,58 +134,157 @@ class Executor:
             reason = str(exc) if isinstance(exc, (MessageError, ContentDisallowed)) else (
                 f"could not prepare the message: {type(exc).__name__}: {exc}"
             )
-            return self._reject(delivery, _head_request(delivery.body), reason)
+            attempt.outcome = self._reject(delivery, _head_request(delivery.body), reason)
+            return False
+        attempt.request = request
+        outcome = self._check(attempt, envelope, request)
+        if outcome is not None:
+            attempt.outcome = outcome
+            return False
+        self.hooks.task_received(request)
+        task = self.app.tasks[envelope.task]
+        attempt.envelope = envelope
+        attempt.task = task
+        attempt.acks_late = self.acks_late if task.acks_late is None else task.acks_late
+        if not attempt.acks_late:
+            # At most once: the message is gone before the task starts.
+            self.consumer.ack(delivery)
+        return True
+
+    def _refuse_unread(self, delivery: Delivery) -> Outcome | None:
+        """Refuse a message before decoding it: a poison one, or one too large."""
+        if delivery.deliveries > self.max_deliveries:
+            # Its worker died every time it had it: a poison message. Checked before
+            # decoding, since decoding may be what kills the child.
+            return self._reject(
+                delivery,
+                _head_request(delivery.body),
+                f"delivered {delivery.deliveries} times and its worker died each time "
+                f"(task_max_deliveries={self.max_deliveries})",
+            )
+        if self.max_size and len(delivery.body) > self.max_size:
+            return self._reject(
+                delivery,
+                _head_request(delivery.body),
+                f"message of {len(delivery.body):,} bytes is over broker_max_message_size "
+                f"({self.max_size:,})",
+            )
+        return None
+
+    def _check(self, attempt: Attempt, envelope: Envelope, request: Context) -> Outcome | None:
+        """Why the message will not run (dead-lettered or deferred), or None."""
+        delivery = attempt.delivery
         if envelope.task not in self.app.tasks:
             return self._reject(delivery, request, f"unknown task name {envelope.task!r}")
         if self.gate.watches(envelope.task):
             # Rate and concurrency limits: a task that may not start now goes back to
             # the broker for later instead of holding this slot (worker/admission.py).
             try:
-                if not self.gate.admit(self.app.tasks[envelope.task], envelope, delivery):
-                    return Outcome(None, DEFERRED)
+                admission = self.gate.admit(self.app.tasks[envelope.task], envelope, delivery)
             except ConfigurationError as exc:
                 return self._reject(delivery, request, str(exc))
-        self.hooks.task_received(request)
-        return envelope, request
+            if not admission:
+                return Outcome(None, DEFERRED)
+            attempt.admission = admission
+        return None
 
-    def execute(self, delivery: Delivery, envelope: Envelope, request: Context) -> Outcome:
-        """Run the task and build the state to store."""
-        self._delivery = delivery
-        task = self.app.tasks[envelope.task]
+    def deadlines(self, attempt: Attempt) -> Deadlines | None:
+        """The attempt's time limits, starting now (the message's, else the task's, else
+        the configured defaults)."""
+        envelope, task = attempt.envelope, attempt.task
+        assert envelope is not None and task is not None
+        soft = envelope.soft_time_limit or task.soft_time_limit or self.soft_limit
+        hard = envelope.time_limit or task.time_limit or self.hard_limit
+        return Deadlines.start(soft, hard) if (soft or hard) else None
+
+    # execute ----------------------------------------------------------------------------
+    def begin(self, attempt: Attempt) -> bool:
+        """Check revocation and expiry, record STARTED, make the request current."""
+        envelope, request, task = attempt.envelope, attempt.request, attempt.task
+        assert envelope is not None and request is not None and task is not None
         store = not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
         if envelope.id in self.revocations:
-            return self._revoked(request, "revoked", store)
+            attempt.outcome = self._revoked(request, "revoked", store)
+            self.release(attempt)
+            return False
         if envelope.expires is not None and time.time() > envelope.expires:
-            return self._revoked(request, "expired", store)
+            attempt.outcome = self._revoked(request, "expired", store)
+            self.release(attempt)
+            return False
         self.hooks.task_started(request)
         if store and _flag(task.track_started, self.track_started):
             self._store_interim(request, states.STARTED)
         push_request(request)
-        started = time.perf_counter()
+        return True
+
+    def succeeded(self, attempt: Attempt, value: Any, runtime: float) -> None:
+        """The body returned ``value``: build the state to store."""
+        envelope, request = attempt.envelope, attempt.request
+        assert envelope is not None and request is not None
+        self.hooks.task_succeeded(request, value, runtime)
+        attempt.outcome = self._succeeded(envelope, request, value, self._stores(attempt))
+
+    def raised(self, attempt: Attempt, exc: Exception, runtime: float) -> None:
+        """The body raised ``exc`` (called while handling it): retry, revoked, failed,
+        or, when the call itself did not fit, dead-lettered."""
+        request = attempt.request
+        assert request is not None and attempt.task is not None
+        store = self._stores(attempt)
+        if isinstance(exc, Retry):
+            attempt.outcome = self._retried(request, exc, store)
+        elif isinstance(exc, TaskRevokedError):
+            attempt.outcome = self._revoked(request, "terminated", store)
+        elif isinstance(exc, TypeError) and _bad_call(exc):
+            # Raised by the call itself, not inside the task: the arguments do not
+            # fit the signature. No retry can fix that, so it is dead-lettered.
+            attempt.outcome = self._reject(
+                attempt.delivery, request, f"arguments do not fit the task: {exc}"
+            )
+        else:
+            attempt.outcome = self._gave_up(attempt, exc, runtime, store)
+
+    def _gave_up(self, attempt: Attempt, exc: Exception, runtime: float, store: bool) -> Outcome:
+        request, task = attempt.request, attempt.task
+        assert request is not None and task is not None
         try:
-            value = task.run(*envelope.args, **envelope.kwargs)
+            task.autoretry(exc, request)
         except Retry as retry:
             return self._retried(request, retry, store)
-        except TaskRevokedError:
-            return self._revoked(request, "terminated", store)
-        except Exception as exc:
-            if isinstance(exc, TypeError) and _bad_call(exc):
-                # Raised by the call itself, not inside the task: the arguments do not
-                # fit the signature. No retry can fix that, so it is dead-lettered.
-                return self._reject(delivery, request, f"arguments do not fit the task: {exc}")
-            try:
-                task.autoretry(exc, request)
-            except Retry as retry:
-                return self._retried(request, retry, store)
-            except Exception as final:
-                return self._failed(request, final, time.perf_counter() - started, store)
-            return self._failed(request, exc, time.perf_counter() - started, store)
-        finally:
-            pop_request()
-            self.gate.finished()
-        runtime = time.perf_counter() - started
-        self.hooks.task_succeeded(request, value, runtime)
-        return self._succeeded(envelope, request, value, store)
+        except Exception as final:
+            return self._failed(attempt, final, runtime, store)
+        return self._failed(attempt, exc, runtime, store)
+
+    def release(self, attempt: Attempt) -> None:
+        """Give back the concurrency slot the attempt held (once)."""
+        admission, attempt.admission = attempt.admission, None
+        if admission is not None and admission.slot is not None:
+            self.gate.release(admission)
+
+    def _stores(self, attempt: Attempt) -> bool:
+        envelope, task = attempt.envelope, attempt.task
+        assert envelope is not None and task is not None
+        return not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
+
+    # settle -----------------------------------------------------------------------------
+    def settle(self, attempt: Attempt) -> None:
+        """Ack the delivery with its result (one write-behind step where the broker holds
+        the results too), or store the result alone when it was acked early."""
+        outcome = attempt.outcome
+        write = outcome.result if outcome is not None else None
+        if not attempt.acks_late:
+            if write is not None:
+                self.store(write)
+        elif write is not None and not self.carries_results:
+            self.app.backend.store(write.task_id, write.payload, write.final)
+            self.consumer.ack(attempt.delivery)
+        else:
+            self.consumer.ack(attempt.delivery, write)
+
+    def store(self, write: ResultWrite) -> None:
+        """Store a state through the consumer (write-behind) when it can, else the
+        backend."""
+        if not self.consumer.store(write):
+            self.app.backend.store(write.task_id, write.payload, write.final)
 
     def _succeeded(self, envelope: Envelope, request: Context, value: Any, store: bool) -> Outcome:
         if in_workflow(request):
@@ -213,11 +321,13 @@ class Executor:
         return writes
 
     # outcomes -------------------------------------------------------------------------
-    def _failed(self, request: Context, exc: Exception, runtime: float, store: bool) -> Outcome:
+    def _failed(self, attempt: Attempt, exc: Exception, runtime: float, store: bool) -> Outcome:
+        request, delivery = attempt.request, attempt.delivery
+        assert request is not None
         tb = traceback_module.format_exc()
         self.hooks.task_failed(request, exc, tb, runtime)
-        if not self.acks_on_failure and self._delivery is not None:
-            self.broker.dead_letter(self._delivery.body, self._delivery.queue, failure_reason(exc))
+        if not self.acks_on_failure:
+            self.broker.dead_letter(delivery.body, delivery.queue, failure_reason(exc))
         if in_workflow(request):
             write = self._error_write(request, states.FAILURE, exc, tb)
             self.workflow.failed(request, write, exc, tb, store)
@@ -281,7 +391,7 @@ class Executor:
         meta = ResultMeta(
             task_id=request.id, status=status, name=request.task, worker=self.hostname
         )
-        self.store_interim(ResultWrite(request.id, encode_meta(meta), False))
+        self.store(ResultWrite(request.id, encode_meta(meta), False))
 
 
 def _head_request(body: bytes) -> Context | None:
@@ -293,13 +403,13 @@ def _head_request(body: bytes) -> Context | None:
 
 def _bad_call(exc: TypeError) -> bool:
     """True when the TypeError was raised by calling the task function, not inside it:
-    the innermost frame is the call site (``execute`` itself, or ``Task.run``)."""
+    the innermost frame is the call site (``Attempt.call``, or ``Task.run``)."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code in (Executor.execute.__code__, Task.run.__code__)
+    return tb.tb_frame.f_code in (Attempt.call.__code__, Task.run.__code__)
 
 
 class _Head(msgspec.Struct):

@@ -3,14 +3,17 @@
 Every tick it renews the leases of the process's consumers (so a task may run for hours
 and never be handed to another worker), reclaims the deliveries of consumers whose
 lease expired anywhere in the cluster (a SIGKILLed worker's tasks come back within one
-lease), and gives back the prefetched messages of a loop whose current task has run
+lease), and gives back the prefetched messages of a loop whose oldest attempt has run
 longer than ``worker_prefetch_release_seconds``.
+
+In the threads and solo pools it also enforces time limits and revoke-terminate: it
+reads each loop's running attempts (their task id and deadlines) and asks the pool to
+stop one by the pool's own means (:meth:`~conveyor.worker.pool.Pool.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,14 +21,15 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from ..stores.transport import Delivery
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
-from .timelimits import GRACE_SECONDS, Deadlines, raise_in_thread
+from .timelimits import GRACE_SECONDS, Deadlines
 from .verdicts import record_ended
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from .attempt import Attempt
+    from .pool import Pool
 
 __all__ = ["LeaseKeeper"]
 
@@ -42,7 +46,7 @@ class LeaseKeeper(threading.Thread):
         reclaim: bool = True,
         on_tick: Callable[[], None] | None = None,
         revocations: RevocationCache | None = None,
-        enforce_limits: bool = False,
+        pool: Pool | None = None,
     ) -> None:
         super().__init__(name="conveyor-keeper", daemon=True)
         self.app = app
@@ -56,10 +60,11 @@ class LeaseKeeper(threading.Thread):
         # Renew three times per lease: two renewals may be lost before a lease lapses.
         self.interval = min(self.lease / 3, float(conf.worker_heartbeat_seconds), 1.0)
         self.revocations = revocations
-        # threads and solo: this thread enforces time limits and terminate, so it wakes
-        # often (the checks are in memory; the broker is still asked once per interval).
-        self.enforce_limits = enforce_limits
-        self._wait = min(self.interval / 2, 0.05) if enforce_limits else self.interval / 2
+        # threads and solo: this thread enforces time limits and terminate through the
+        # pool, so it wakes often (the checks are in memory; the broker is still asked
+        # once per interval). prefork: the supervisor does, by killing the child.
+        self.pool = pool
+        self._wait = min(self.interval / 2, 0.05) if pool is not None else self.interval / 2
         self._interrupted: set[tuple[str, str]] = set()
 
     def run(self) -> None:
@@ -77,8 +82,8 @@ class LeaseKeeper(threading.Thread):
         now = time.monotonic()
         broker = self.app.broker
         self.give_back_stalled(now)
-        if self.enforce_limits:
-            self.enforce(now)
+        if self.pool is not None:
+            self.enforce(self.pool, now)
         if now - self._last_renew >= self.interval:
             self._last_renew = now
             broker.renew([loop.consumer_id for loop in self.loops], self.lease)
@@ -93,9 +98,7 @@ class LeaseKeeper(threading.Thread):
 
     def give_back_stalled(self, now: float) -> None:
         for loop in self.loops:
-            if loop.current is None or not loop.buffer:
-                continue
-            if now - loop.current_started < self.release_after:
+            if not loop.buffer or not _runs_longer(loop, now - self.release_after):
                 continue
             unstarted = loop.give_back()
             if unstarted:
@@ -103,62 +106,68 @@ class LeaseKeeper(threading.Thread):
                 logger.debug("gave back %d prefetched tasks behind a slow one", len(unstarted))
 
     # time limits and terminate (threads and solo) ---------------------------------------
-    def enforce(self, now: float) -> None:
+    def enforce(self, pool: Pool, now: float) -> None:
         terminate = self.revocations.terminate if self.revocations is not None else {}
         for loop in self.loops:
-            delivery, task_id, deadlines = loop.current, loop.request_id, loop.deadlines
-            if delivery is None or task_id is None:
-                continue
-            if task_id in terminate:
-                self._interrupt(loop, task_id, TaskRevokedError)
-            if deadlines is None:
-                continue
-            if loop.alarm is None:  # the alarm does these on the main thread
-                if deadlines.soft is not None and now >= deadlines.soft:
-                    self._interrupt(loop, task_id, SoftTimeLimitExceeded)
-                if deadlines.hard is not None and now >= deadlines.hard:
-                    self._interrupt(loop, task_id, TimeLimitExceeded)
-            if deadlines.hard is not None and now >= deadlines.hard + GRACE_SECONDS:
-                self._abandon(loop, delivery, task_id, deadlines)
+            for attempt in list(loop.running.values()):
+                if attempt.executing:
+                    self._enforce_one(pool, attempt, terminate, now)
 
-    def _interrupt(self, loop: ConsumeLoop, task_id: str, exc_type: type[BaseException]) -> None:
+    def _enforce_one(
+        self, pool: Pool, attempt: Attempt, terminate: dict[str, str], now: float
+    ) -> None:
+        task_id, deadlines = attempt.task_id, attempt.deadlines
+        if task_id is None:
+            return
+        if task_id in terminate:
+            self._interrupt(pool, attempt, task_id, TaskRevokedError)
+        if deadlines is None:
+            return
+        if not pool.raises_time_limits:  # else the pool's own alarm raises them
+            if deadlines.soft is not None and now >= deadlines.soft:
+                self._interrupt(pool, attempt, task_id, SoftTimeLimitExceeded)
+            if deadlines.hard is not None and now >= deadlines.hard:
+                self._interrupt(pool, attempt, task_id, TimeLimitExceeded)
+        if deadlines.hard is not None and now >= deadlines.hard + GRACE_SECONDS:
+            self._abandon(pool, attempt, task_id, deadlines)
+
+    def _interrupt(
+        self, pool: Pool, attempt: Attempt, task_id: str, exc_type: type[BaseException]
+    ) -> None:
         key = (task_id, exc_type.__name__)
         if key in self._interrupted:
             return
         self._interrupted.add(key)
         if len(self._interrupted) > 10_000:
             self._interrupted.clear()
-        if loop.alarm is not None:
-            loop.alarm.interrupt(exc_type)
-        else:
-            raise_in_thread(loop.thread_id, exc_type)
+        pool.interrupt(attempt, exc_type)
 
-    def _abandon(
-        self, loop: ConsumeLoop, delivery: Delivery, task_id: str, deadlines: Deadlines
-    ) -> None:
+    def _abandon(self, pool: Pool, attempt: Attempt, task_id: str, deadlines: Deadlines) -> None:
         """The task outlived its hard limit and the grace period: record the failure and
-        end its lease, whatever its thread does next."""
-        if loop.abandoned == delivery.tag:
+        end its lease, whatever its thread does next (its late outcome is dropped)."""
+        if attempt.settled:
             return
-        loop.abandoned = delivery.tag
+        attempt.settled = True
         logger.error(
             "task %s ignored its time limit (%ss); recording TimeLimitExceeded",
             task_id,
             deadlines.hard_limit,
         )
+        delivery = attempt.delivery
         record_ended(
             self.app,
-            consumer_id=loop.consumer_id,
+            consumer_id=attempt.executor.consumer_id,
             tag=delivery.tag,
             task_id=task_id,
             status=states.FAILURE,
             exc=TimeLimitExceeded(f"time limit ({deadlines.hard_limit:g}s) exceeded"),
-            worker=loop.hostname,
+            worker=attempt.executor.hostname,
             body=delivery.body,
             queue=delivery.queue,
         )
-        if loop.alarm is not None:
-            # solo: the main thread cannot be taken back from the task; leave so the
-            # process manager starts a fresh worker (documented in timelimits.py).
-            logging.shutdown()
-            os._exit(3)
+        pool.abandoned(attempt)
+
+
+def _runs_longer(loop: ConsumeLoop, since: float) -> bool:
+    """Has an attempt of this loop been there since before ``since``?"""
+    return any(attempt.received < since for attempt in list(loop.running.values()))

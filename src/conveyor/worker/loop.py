@@ -1,9 +1,12 @@
-"""The consume loop: fetch a batch, run it task by task, ack each as it ends.
+"""The consume loop: fetch a batch, run it attempt by attempt, ack each as it ends.
 
 One loop runs in each prefork child, in each thread of the threads pool, and in the
-solo pool's main thread. Acks (with results, when the backend lives in the broker) are
-sent the moment a task ends without waiting for Redis to answer, so a worker killed
-later never runs a finished task again and no task waits on a round trip.
+solo pool's main thread; it owns one consumer (a broker connection and its lease). Each
+delivery becomes an :class:`~conveyor.worker.attempt.Attempt`, held in ``running``
+while it is there, where the keeper reads it. Acks (with results, when the backend
+lives in the broker) are sent the moment a task ends without waiting for Redis to
+answer, so a worker killed later never runs a finished task again and no task waits on
+a round trip.
 
 Prefetch is bounded (``prefetch_multiplier`` messages per loop), and the keeper gives
 the unstarted ones back when the running task turns out slow, so one long task never
@@ -15,22 +18,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from ..stores.transport import BrokerConsumer, Delivery, ResultWrite
-from .executor import Executor, Outcome
+from .attempt import Attempt
+from .executor import AttemptWatcher, Executor
 from .hooks import WorkerHooks
 from .revocations import RevocationCache
-from .timelimits import Alarm, Deadlines
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..message import Envelope
-    from ..task import Task
 
 # Under a backlog a loop leases up to this many times its prefetch per round trip.
 BACKLOG_FACTOR = 4
@@ -43,16 +44,7 @@ class FetchInterrupted(Exception):
     """Raised by a shutdown signal handler into a loop blocked in fetch."""
 
 
-class TaskTracker(Protocol):
-    """Told when a task starts and ends (the prefork child writes it where its
-    supervisor can read it, to enforce hard limits and terminate revoked tasks)."""
-
-    def started(self, tag: str, task_id: str, deadlines: Deadlines | None) -> None: ...
-
-    def finished(self) -> None: ...
-
-
-__all__ = ["ConsumeLoop"]
+__all__ = ["ConsumeLoop", "LoopConfig"]
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -70,50 +62,44 @@ except ImportError:  # pragma: no cover - redis is a dependency
     TRANSIENT = (ConnectionError, OSError)
 
 
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    """What every consume loop of a pool shares (each adds its own consumer id)."""
+
+    queues: Sequence[str]
+    hostname: str
+    hooks: WorkerHooks
+    stop: threading.Event
+    prefetch: int = 4
+    max_tasks: int | None = None  # then the loop ends (a prefork child is replaced)
+    revocations: RevocationCache = field(default_factory=RevocationCache)
+    # Told when a task body starts and ends: the pool's SIGALRM, a prefork child's slot.
+    watchers: Sequence[AttemptWatcher] = ()
+
+
 class ConsumeLoop:
     def __init__(
         self,
         app: Conveyor,
-        queues: list[str],
+        config: LoopConfig,
         consumer_id: str,
-        hostname: str,
-        hooks: WorkerHooks,
-        stop: threading.Event,
-        *,
-        prefetch: int = 4,
-        max_tasks: int | None = None,
         on_ready: Callable[[], None] | None = None,
-        revocations: RevocationCache | None = None,
-        tracker: TaskTracker | None = None,
-        alarm: Alarm | None = None,
     ) -> None:
         self.app = app
-        self.queues = queues
+        self.config = config
         self.consumer_id = consumer_id
-        self.hostname = hostname
-        self.hooks = hooks
-        self.stop = stop
-        self.prefetch = max(1, prefetch)
+        self.stop = config.stop
+        self.prefetch = max(1, config.prefetch)
         self._batch = self.prefetch
+        self.max_tasks = config.max_tasks
         self.in_fetch = False  # idle in a blocking fetch (a shutdown may interrupt it)
-        self.max_tasks = max_tasks
         self.buffer: deque[Delivery] = deque()
-        self.current: Delivery | None = None
-        self.current_started = 0.0
+        # The attempts this loop holds now, by delivery tag (read by the keeper).
+        self.running: dict[str, Attempt] = {}
         self.tasks_run = 0
         self.lease_seconds = float(app.conf.worker_lease_seconds)
         self.on_ready = on_ready
-        self.revocations = revocations or RevocationCache()
-        self.tracker = tracker
-        self.alarm = alarm
-        # Read by the keeper (threads/solo time limits and terminate):
-        self.thread_id = 0
-        self.request_id: str | None = None
-        self.deadlines: Deadlines | None = None
-        self.abandoned: str | None = None  # tag the keeper already failed and acked
-        conf = app.conf
-        self._soft_default = conf.task_soft_time_limit
-        self._hard_default = conf.task_time_limit
+        self.thread_id = 0  # the thread the loop runs on (where its attempts run)
         self._consumer: BrokerConsumer | None = None
 
     # run ------------------------------------------------------------------------------
@@ -164,7 +150,7 @@ class ConsumeLoop:
         if self._consumer is None:
             app = self.app
             consumer = app.broker.consumer(
-                self.queues, self.consumer_id, self.lease_seconds, results=app.backend
+                list(self.config.queues), self.consumer_id, self.lease_seconds, results=app.backend
             )
             try:
                 recovered = consumer.recover(self._known_tags())
@@ -176,16 +162,16 @@ class ConsumeLoop:
             self._consumer = consumer
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
+            config = self.config
             self._executor = Executor(
                 app,
-                app.broker,
-                self.hooks,
-                self.hostname,
-                self._store_interim,
-                self.revocations,
-                consumer_id=self.consumer_id,
+                consumer,
+                self.consumer_id,
+                config.hostname,
+                config.hooks,
+                config.revocations,
+                config.watchers,
             )
-            self._carries = consumer.carries_results
             # Tracking STARTED also records RECEIVED when a message is leased (Celery only
             # emits it as an event; stored, a dashboard-less user can see it too).
             self._track_received = bool(app.conf.task_track_started)
@@ -196,8 +182,7 @@ class ConsumeLoop:
 
     def _known_tags(self) -> set[str]:
         known = {d.tag for d in self.buffer}
-        if self.current is not None:
-            known.add(self.current.tag)
+        known.update(self.running)
         return known
 
     def _drop_consumer(self) -> None:
@@ -242,73 +227,22 @@ class ConsumeLoop:
             delivery = self.buffer.popleft()
         except IndexError:  # the keeper gave the rest back
             return
-        self.current = delivery
-        self.current_started = time.monotonic()
+        attempt = Attempt(delivery, self._executor)
+        attempt.runner = self.thread_id
+        running = self.running
+        running[delivery.tag] = attempt
         try:
-            self._run_one(consumer, delivery)
+            if attempt.prepare():
+                attempt.execute()
+            attempt.settle()
         finally:
-            self.current = None
+            del running[delivery.tag]
             self.tasks_run += 1
-
-    def _run_one(self, consumer: BrokerConsumer, delivery: Delivery) -> None:
-        executor = self._executor
-        prepared = executor.prepare(delivery)
-        if isinstance(prepared, Outcome):
-            self._finish(consumer, delivery, prepared)
-            return
-        envelope, request = prepared
-        task = self.app.tasks[envelope.task]
-        acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
-        if not acks_late:
-            # At most once: the message is gone before the task starts.
-            consumer.ack(delivery)
-        self._start_limits(delivery, envelope, task)
-        try:
-            outcome = executor.execute(delivery, envelope, request)
-        finally:
-            self._stop_limits()
-        if self.abandoned == delivery.tag:
-            self.abandoned = None  # the keeper recorded and acked it at the hard limit
-        elif not acks_late:
-            if outcome.result is not None:
-                self._store(outcome.result)
-        else:
-            self._finish(consumer, delivery, outcome)
-
-    def _start_limits(self, delivery: Delivery, envelope: Envelope, task: Task[..., Any]) -> None:
-        soft = envelope.soft_time_limit or task.soft_time_limit or self._soft_default
-        hard = envelope.time_limit or task.time_limit or self._hard_default
-        deadlines = Deadlines.start(soft, hard) if (soft or hard) else None
-        self.request_id = envelope.id
-        self.deadlines = deadlines
-        if deadlines is not None and self.alarm is not None:
-            self.alarm.arm(deadlines)
-        if self.tracker is not None:
-            self.tracker.started(delivery.tag, envelope.id, deadlines)
-
-    def _stop_limits(self) -> None:
-        if self.deadlines is not None and self.alarm is not None:
-            self.alarm.disarm()
-        self.deadlines = None
-        self.request_id = None
-        if self.tracker is not None:
-            self.tracker.finished()
-
-    def _finish(self, consumer: BrokerConsumer, delivery: Delivery, outcome: Outcome) -> None:
-        if outcome.result is not None and not self._carries:
-            write = outcome.result
-            self.app.backend.store(write.task_id, write.payload, write.final)
-            consumer.ack(delivery)
-        else:
-            consumer.ack(delivery, outcome.result)
 
     def _store(self, write: ResultWrite) -> None:
         consumer = self._consumer
         if consumer is None or not consumer.store(write):
             self.app.backend.store(write.task_id, write.payload, write.final)
-
-    def _store_interim(self, write: ResultWrite) -> None:
-        self._store(write)
 
     # shutdown -----------------------------------------------------------------------
     def give_back(self) -> list[Delivery]:

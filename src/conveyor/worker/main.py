@@ -21,12 +21,11 @@ from .logs import LoggingListener
 if TYPE_CHECKING:
     from ..app import Conveyor
     from .loop import ConsumeLoop
+    from .pool import Pool
 
-__all__ = ["POOLS", "Worker"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger("conveyor.worker")
-
-POOLS = ("prefork", "threads", "solo")
 
 
 class Worker:
@@ -49,12 +48,13 @@ class Worker:
         self.beat = beat  # -B: run beat too, in a child process (worker/beat.py)
         self.app_label = app_label or app.main
         self.pool = pool or conf.worker_pool
-        if self.pool not in POOLS:
-            raise ValueError(f"unknown pool {self.pool!r}: expected one of {', '.join(POOLS)}")
-        if self.pool == "prefork" and app.broker_url.startswith("memory:"):
+        from .pools import pool_class
+
+        self.pool_class: type[Pool] = pool_class(self.pool)  # unknown: lists the known
+        if self.pool_class.forks and app.broker_url.startswith("memory:"):
             raise ConfigurationError(
-                "the memory:// broker lives inside one process, so prefork children would "
-                "each see their own: use -P threads or -P solo with it"
+                f"the memory:// broker lives inside one process, so {self.pool} children "
+                "would each see their own: use -P threads or -P solo with it"
             )
         self.queues = list(queues or [conf.task_default_queue])
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -88,28 +88,11 @@ class Worker:
         self.app.import_default_modules()
         self._subscribe_task_handlers()
         self._print_banner()
-        if self.pool == "prefork":
-            from .supervisor import Supervisor
+        return self.pool_class(self).run()
 
-            return Supervisor(self, self.concurrency).run()
-        from .pools import run_in_process
-
-        embedded = None
-        if self.beat:
-            from .beat import EmbeddedBeat
-
-            embedded = EmbeddedBeat(self.app)
-            embedded.start()  # before any thread of ours exists
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        threads = 0 if self.pool == "solo" else self.concurrency
-        try:
-            return run_in_process(self, threads)
-        finally:
-            if embedded is not None:
-                embedded.stop()
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT of an in-process pool: the first is a warm shutdown, the
+        second a cold one."""
         self._signals += 1
         if self._signals == 1:
             logger.warning(

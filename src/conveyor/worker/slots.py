@@ -11,8 +11,12 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .timelimits import Deadlines
+
+if TYPE_CHECKING:
+    from .attempt import Attempt
 
 __all__ = ["Slot", "SlotTracker", "Slots"]
 
@@ -56,14 +60,17 @@ class Slots:
 
 
 class SlotTracker:
-    """A child's view: its own slot."""
+    """A child's view: its own slot, written as its attempt's task body starts and
+    cleared as it ends (an attempt watcher of the child's loop)."""
 
     def __init__(self, slots: Slots, index: int) -> None:
         self.slots = slots
         self.index = index
 
-    def started(self, tag: str, task_id: str, deadlines: Deadlines | None) -> None:
-        self.slots.write(self.index, task_id, tag, deadlines)
+    def started(self, attempt: Attempt) -> None:
+        task_id = attempt.task_id
+        assert task_id is not None
+        self.slots.write(self.index, task_id, attempt.tag, attempt.deadlines)
 
-    def finished(self) -> None:
+    def finished(self, attempt: Attempt) -> None:
         self.slots.clear(self.index)

@@ -14,6 +14,10 @@ hot path). The parent:
 
 The parent is single-threaded on purpose: forking a process that has threads can
 deadlock the child.
+
+It is the ``prefork`` :class:`~conveyor.worker.pool.Pool`: it sees the attempt each
+child runs through the child's shared-memory slot (worker/slots.py) and stops one by
+killing that child.
 """
 
 from __future__ import annotations
@@ -28,14 +32,20 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import states
-from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..exceptions import (
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted
+from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted, LoopConfig
+from .pool import Pool, RunningAttempt
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
 from .timelimits import Alarm
@@ -63,11 +73,16 @@ class Child:
     verdict: tuple[str, Slot, str | None] | None = None
 
 
-class Supervisor:
-    def __init__(self, worker: Worker, concurrency: int) -> None:
-        self.worker = worker
+class Supervisor(Pool):
+    name: ClassVar[str] = "prefork"
+    forks: ClassVar[bool] = True
+    # Each child's SIGALRM raises its soft limit; the hard limit is this process's kill.
+    raises_time_limits: ClassVar[bool] = True
+
+    def __init__(self, worker: Worker, concurrency: int | None = None) -> None:
+        super().__init__(worker)
         self.app = worker.app
-        self.concurrency = max(1, concurrency)
+        self.processes = max(1, concurrency if concurrency is not None else worker.concurrency)
         self.children: dict[int, Child] = {}
         self.ready_r, self.ready_w = os.pipe()
         self.wake_r, self.wake_w = os.pipe()
@@ -84,6 +99,10 @@ class Supervisor:
         # with WorkerLostError, as Celery does by default.
         self.reject_on_worker_lost = bool(conf.task_reject_on_worker_lost)
 
+    @property
+    def concurrency(self) -> int:
+        return self.processes
+
     # lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
         for fd in (self.wake_r, self.wake_w, self.ready_r):
@@ -93,11 +112,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
         _ = self.app.broker  # connect in the parent before forking: children make their own
-        self.slots = Slots(self.concurrency)
+        self.slots = Slots(self.processes)
         self.revocations = RevocationCache()
         with contextlib.suppress(*TRANSIENT):
             self.revocations.refresh(self.app.broker)
-        for index in range(1, self.concurrency + 1):
+        for index in range(1, self.processes + 1):
             self._spawn(index)
         # -B: beat runs in a child process of its own (worker/beat.py says why).
         self.beat = EmbeddedBeat(self.app) if self.worker.beat else None
@@ -185,20 +204,20 @@ class Supervisor:
         def on_ready() -> None:
             os.write(ready_w, b"r")
 
-        loop = ConsumeLoop(
-            self.app,
-            self.worker.queues,
-            cid,
-            self.worker.hostname,
-            self.worker.hooks,
-            stop,
+        config = LoopConfig(
+            queues=self.worker.queues,
+            hostname=self.worker.hostname,
+            hooks=self.worker.hooks,
+            stop=stop,
             prefetch=self.worker.prefetch,
             max_tasks=self.worker.max_tasks_per_child,
-            on_ready=on_ready,
             revocations=self.revocations,
-            tracker=SlotTracker(self.slots, index - 1),
-            alarm=Alarm(enforce_hard=False),  # the hard limit is this supervisor's
+            watchers=(
+                SlotTracker(self.slots, index - 1),
+                Alarm(enforce_hard=False),  # the hard limit is this supervisor's
+            ),
         )
+        loop = ConsumeLoop(self.app, config, cid, on_ready=on_ready)
         loops.append(loop)
         keeper = LeaseKeeper(self.app, [loop], stop, reclaim=False, revocations=self.revocations)
         keeper.start()
@@ -211,7 +230,7 @@ class Supervisor:
             self._ready_count += len(os.read(self.ready_r, 512))
         except BlockingIOError:
             return
-        if not self._announced and self._ready_count >= self.concurrency:
+        if not self._announced and self._ready_count >= self.processes:
             self._announced = True
             self.worker.announce_ready()
 
@@ -267,31 +286,47 @@ class Supervisor:
 
     # hard time limits and terminate ----------------------------------------------------
     def _police(self, now: float) -> None:
-        """Kill children past their task's hard limit, or running a task revoked with
-        terminate; the outcome is recorded when the child has been reaped."""
+        """Stop attempts past their hard limit, or revoked with terminate; the outcome is
+        recorded when the child has been reaped."""
         terminate = self.revocations.terminate
-        for child in self.children.values():
+        for child in list(self.children.values()):
             if child.verdict is not None:
                 continue
             slot = self.slots.read(child.index - 1)
             if slot is None:
                 continue
             if slot.hard_deadline is not None and now >= slot.hard_deadline:
-                child.verdict = ("time limit", slot, None)
-                logger.error(
-                    "task %s exceeded its time limit (%ss): killing worker child %d",
-                    slot.task_id,
-                    slot.hard_limit,
-                    child.index,
-                )
-                _signal(child.pid, signal.SIGKILL)
+                self.interrupt(slot, TimeLimitExceeded)
             elif slot.task_id in terminate:
-                name = terminate[slot.task_id]
-                child.verdict = ("terminated", slot, name)
-                logger.warning("terminating task %s (%s)", slot.task_id, name)
-                # A child's SIGTERM means "finish your task", so terminate kills it.
-                signum = signal.Signals[name]
-                _signal(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
+                self.interrupt(slot, TaskRevokedError)
+
+    def interrupt(self, attempt: RunningAttempt, exc_type: type[BaseException]) -> None:
+        """Kill the child running ``attempt`` (a soft limit is the child's own alarm)."""
+        if exc_type is SoftTimeLimitExceeded:
+            return
+        for child in self.children.values():
+            slot = self.slots.read(child.index - 1)
+            if child.verdict is None and slot is not None and slot.tag == attempt.tag:
+                self._kill(child, slot, exc_type)
+                return
+
+    def _kill(self, child: Child, slot: Slot, exc_type: type[BaseException]) -> None:
+        if exc_type is TimeLimitExceeded:
+            child.verdict = ("time limit", slot, None)
+            logger.error(
+                "task %s exceeded its time limit (%ss): killing worker child %d",
+                slot.task_id,
+                slot.hard_limit,
+                child.index,
+            )
+            _signal(child.pid, signal.SIGKILL)
+            return
+        name = self.revocations.terminate.get(slot.task_id, "SIGTERM")
+        child.verdict = ("terminated", slot, name)
+        logger.warning("terminating task %s (%s)", slot.task_id, name)
+        # A child's SIGTERM means "finish your task", so terminate kills it.
+        signum = signal.Signals[name]
+        _signal(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
 
     def _record_verdict(self, child: Child, why: str, slot: Slot, signame: str | None) -> None:
         if why == "time limit":

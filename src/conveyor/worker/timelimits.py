@@ -24,8 +24,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+if TYPE_CHECKING:
+    from .attempt import Attempt
 
 __all__ = ["GRACE_SECONDS", "Alarm", "Deadlines", "raise_in_thread"]
 
@@ -56,7 +60,9 @@ class Deadlines:
 
 
 class Alarm:
-    """Soft (and, for solo, hard) limits for tasks run on the main thread, via SIGALRM."""
+    """Soft (and, for solo, hard) limits for tasks run on the main thread, via SIGALRM
+    (an attempt watcher: armed when an attempt's task body starts, disarmed as it
+    ends)."""
 
     def __init__(self, enforce_hard: bool) -> None:
         self.enforce_hard = enforce_hard
@@ -73,6 +79,13 @@ class Alarm:
         if self.deadlines is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.deadlines = None
+
+    def started(self, attempt: Attempt) -> None:
+        if attempt.deadlines is not None:
+            self.arm(attempt.deadlines)
+
+    def finished(self, attempt: Attempt) -> None:
+        self.disarm()
 
     def _next(self) -> float | None:
         d = self.deadlines
