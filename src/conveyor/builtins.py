@@ -2,6 +2,7 @@
 
 conveyor.chord_join   a chord's join: the header's results in order, or ChordError;
                       the body is its callback, so the list reaches it as an argument
+conveyor.accumulate   a group's results as one result (a chord member ending in a group)
 conveyor.map          ``task.map(items)``: the task called on each item, in one message
 conveyor.starmap      ``task.starmap(calls)`` and the parts of ``task.chunks(...)``
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .canvas import CHORD_JOIN, MAP, STARMAP, Signature, _failure_text
+from .canvas import ACCUMULATE, CHORD_JOIN, MAP, STARMAP, Signature, _failure_text
 from .exceptions import ChordError
 from .stores.results import decode_meta
 
@@ -25,6 +26,7 @@ __all__ = ["register_builtins"]
 def register_builtins(app: Conveyor) -> None:
     """Give ``app`` the tasks workflows send: the chord join, map and starmap."""
     app.task(name=CHORD_JOIN, bind=True, ignore_result=True)(_chord_join)
+    app.task(name=ACCUMULATE, typing=False)(_accumulate)
     app.task(name=MAP, bind=True)(_map)
     app.task(name=STARMAP, bind=True)(_starmap)
 
@@ -44,6 +46,12 @@ def _chord_join(self: Task[..., Any], chord_id: str) -> list[Any]:
             if meta is None or meta.status != states.SUCCESS:
                 raise ChordError(_failure_text(chord_id, task_id, meta))
             values.append(meta.result)
+    return values
+
+
+def _accumulate(values: list[Any]) -> list[Any]:
+    """The list of a group's results, as one task's result: what a chord header member
+    ending in a group contributes (Celery's ``celery.accumulate``)."""
     return values
 
 

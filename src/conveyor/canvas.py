@@ -52,9 +52,10 @@ __all__ = [
 R = TypeVar("R")
 
 CHORD_JOIN = "conveyor.chord_join"
+ACCUMULATE = "conveyor.accumulate"
 MAP = "conveyor.map"
 STARMAP = "conveyor.starmap"
-BUILTIN_TASKS = frozenset({CHORD_JOIN, MAP, STARMAP})
+BUILTIN_TASKS = frozenset({CHORD_JOIN, ACCUMULATE, MAP, STARMAP})
 
 _CALLBACKS = ("link", "link_error")
 # Options a group member may have and still be sent in the group's bulk publish; any
@@ -466,7 +467,23 @@ class group(_Composite):
 
     def __init__(self, *tasks: Any, app: Conveyor | None = None, **options: Any) -> None:
         super().__init__("conveyor.group", app=app, **options)
-        self.tasks: list[Signature[Any]] = [maybe_signature(t, app) for t in _members(tasks)]
+        members = (maybe_signature(t, app) for t in _members(tasks))
+        self.tasks: list[Signature[Any]] = _unrolled(members)
+
+    def link(self, callback: Signature[Any] | Mapping[str, Any]) -> Signature[Any]:
+        """As Celery's: an immutable copy of ``callback`` linked to the first task, so it
+        runs once for the group (use a chord to run something with all the results)."""
+        sig = maybe_signature(callback, self._app).clone().set(immutable=True)
+        if self.tasks:
+            self.tasks[0].link(sig)
+        return sig
+
+    def link_error(self, errback: Signature[Any] | Mapping[str, Any]) -> Signature[Any]:
+        """As Celery's: ``errback`` linked to every task (each failing task calls it)."""
+        sig = maybe_signature(errback, self._app)
+        for task in self.tasks:
+            task.link_error(sig.clone())
+        return sig
 
     def clone(
         self,
@@ -499,6 +516,8 @@ class group(_Composite):
         **options: Any,
     ) -> GroupResult:
         app = self.app
+        if options.get("link") is not None:
+            raise TypeError("cannot add a link to a group: use a chord (as in Celery)")
         if app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         merged = _merge_options(self.options, _clean_options(options))
@@ -633,6 +652,7 @@ class chord(Signature[Any]):
         chord_id = merged.pop("task_id", None)
         if chord_id:
             new.options["task_id"] = chord_id
+        new.tasks = [_countable(member) for member in new.tasks]
         result = new.freeze()
         gid: str = new.options["task_id"]
         if not new.tasks:
@@ -784,6 +804,20 @@ def signature_dicts(value: Any) -> list[dict[str, Any]] | None:
     ] or None
 
 
+def _unrolled(members: Iterable[Signature[Any]]) -> list[Signature[Any]]:
+    """A group's members with nested groups unrolled into it, as Celery does: the
+    results of ``group(group(a, b), c)`` are ``[a, b, c]``, not ``[[a, b], c]``. A nested
+    group's own options go to each of its tasks."""
+    out: list[Signature[Any]] = []
+    for member in members:
+        if isinstance(member, group):
+            options = {k: v for k, v in member.options.items() if k != "task_id"}
+            out.extend(t.clone(**options) if options else t for t in member.tasks)
+        else:
+            out.append(member)
+    return out
+
+
 def _members(items: tuple[Any, ...]) -> list[Any]:
     """``f(a, b)`` or ``f([a, b])`` or ``f(generator)``: the members, as a list."""
     if len(items) == 1 and not isinstance(items[0], (Signature, Mapping)):
@@ -855,15 +889,38 @@ def _bulk(member: Signature[Any], options: Mapping[str, Any]) -> bool:
     )
 
 
+def _countable(member: Signature[Any]) -> Signature[Any]:
+    """A chord header member whose result is one task's: a chain ending in a group, or a
+    chord whose body is a group, gets that group collected by one more task (Celery's
+    accumulate), so its list is one result of the header, as in Celery."""
+    if isinstance(member, chain):
+        steps = member._steps()
+        if steps and not isinstance(steps[-1], chain | group):
+            steps[-1] = _countable(steps[-1])
+        elif steps:
+            steps[-1] = _collected(steps[-1])
+    elif isinstance(member, chord) and member.body is not None:
+        body = member.body
+        member.body = _collected(body) if isinstance(body, group) else _countable(body)
+    return member
+
+
+def _collected(sig: Signature[Any]) -> Signature[Any]:
+    accumulate: Signature[Any] = Signature(ACCUMULATE, app=sig._app)
+    return chord(sig, accumulate, app=sig._app) if isinstance(sig, group) else sig
+
+
 def _last_task(member: Signature[Any]) -> Signature[Any]:
     """The task of a chord header member whose result the chord counts."""
     if isinstance(member, chain):
         steps = member._steps()
         if steps:
             return _last_task(steps[-1])
+    elif isinstance(member, chord) and member.body is not None:
+        return _last_task(member.body)  # a nested chord counts when its body ends
     elif type(member) is Signature:
         return member
-    raise ValueError(f"a chord header member must be a task or a chain ending in one: {member!r}")
+    raise ValueError(f"a chord header member must be a task, chain or chord: {member!r}")
 
 
 def _message(

@@ -146,3 +146,33 @@ def paced(i: int) -> int:
 def own_pace(i: int) -> int:
     """A rate limit of its own: a worker's --rate-limit leaves it alone."""
     return i
+
+
+# canvas ------------------------------------------------------------------------------------
+class ExpectedException(Exception):
+    pass
+
+
+@app.task
+def fail(*args: Any) -> None:
+    raise ExpectedException("fail task", *args)
+
+
+@app.task
+def add_to_all(nums: list[Any], val: Any) -> list[Any]:
+    return [n + val for n in nums]
+
+
+@app.task
+def record(key: str, line: str = "ran") -> None:
+    log(key, line)
+
+
+@app.task
+def errback_old_style(task_id: str, key: str) -> None:
+    log(key, f"old {task_id}")
+
+
+@app.task
+def errback_new_style(request: Any, exc: BaseException, traceback: str, key: str) -> None:
+    log(key, f"new {request.id} {type(exc).__name__}")

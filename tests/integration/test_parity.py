@@ -275,3 +275,104 @@ def test_worker_refuses_a_bad_rate_limit(cluster: Cluster) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "bad rate limit 'often'" in done.stderr
+
+
+# canvas: Celery's own integration expectations (t/integration/test_canvas.py) -------------
+def test_nested_groups_unroll_as_celerys(cluster: Cluster) -> None:
+    add, ident = parity.add, parity.ident
+    nested = group(add.si(1, 10), group(add.si(1, 100), group(add.si(1, 1000), add.si(1, 2000))))
+    assert nested().get(timeout=20) == [11, 101, 1001, 2001]
+    assert group(group(ident.s(42), ident.s(42))).delay().get(timeout=20) == [42, 42]
+    # A chain stops the unrolling: its group's list is one result.
+    tail = group(chain(ident.s(42), group(ident.s(), ident.s())), ident.s(1))
+    assert tail().get(timeout=20) == [[42, 42], 1]
+
+
+def test_chords_with_any_canvas_in_the_header(cluster: Cluster) -> None:
+    ident = parity.ident
+    assert group((chord((ident.si(42),), ident.s()),)).delay().get(timeout=20) == [[42]]
+    mixed = chord(
+        (
+            ident.si(42),
+            chain((ident.si(42),) * 5),
+            group((ident.si(42),) * 5),
+            chord((ident.si(42),) * 5, ident.si(1337)),
+        ),
+        ident.s(),
+    )
+    assert group((mixed,)).delay().get(timeout=30) == [[42, 42, *((42,) * 5), 1337]]
+    unrolled = chord((group(ident.s(42), ident.s(42)),), ident.s())
+    assert unrolled.delay().get(timeout=20) == [42, 42]
+    tail = chord(group(chain(ident.s(42), group(ident.s(), ident.s()))), ident.s())
+    assert tail.delay().get(timeout=20) == [[42, 42]]
+
+
+def test_nested_chords_and_chains_of_chords(cluster: Cluster) -> None:
+    add, add_to_all = parity.add, parity.add_to_all
+    nested = chord(
+        [chord([add.s(1, 2), add.s(3, 4)], add.s([5])), chord([add.s(6, 7)], add.s([10]))],
+        add_to_all.s(["A"]),
+    )
+    assert nested().get(timeout=30) == [[3, 7, 5, "A"], [13, 10, "A"]]
+    upgraded = group(
+        [group([add.s(1, 2), add.s(3, 4)]) | add.s([5]), group([add.s(6, 7)]) | add.s([10])]
+    ) | add_to_all.s(["A"])
+    assert upgraded().get(timeout=30) == [[3, 7, 5, "A"], [13, 10, "A"]]
+    chords = chain(
+        chord([add.s(1, 1), add.s(2, 2)], parity.tsum.s()),
+        chord([add.s(1), add.s(2)], parity.tsum.s()),
+    )
+    assert chords().get(timeout=30) == 15  # 6 -> [7, 8] -> 15
+
+
+def test_empty_chord_headers(cluster: Cluster) -> None:
+    assert chord([], body=parity.add_to_all.s(9))().get(timeout=20) == []
+    assert (group([]) | parity.add_to_all.s(9))().get(timeout=20) == []
+
+
+def test_errors_reach_get_as_the_failed_tasks_own(cluster: Cluster) -> None:
+    ident, fail = parity.ident, parity.fail
+    header_fails = chord((group(ident.si(42), fail.s()),), ident.s())
+    with pytest.raises(parity.ExpectedException):
+        header_fails.delay().get(timeout=20)
+    body_fails = chord((ident.si(42),), group(ident.si(42), fail.s()))
+    with pytest.raises(parity.ExpectedException):
+        body_fails.delay().get(timeout=20)
+    in_chain = chain(parity.add.s(1, 1), fail.s(), ident.s())
+    with pytest.raises(parity.ExpectedException):
+        in_chain().get(timeout=20)
+
+
+@pytest.mark.parametrize("style", ["old", "new", "immutable"])
+def test_chord_errbacks_run_once_with_celerys_arguments(cluster: Cluster, style: str) -> None:
+    k = key()
+    errback = {
+        "old": parity.errback_old_style.s(key=k),
+        "new": parity.errback_new_style.s(key=k),
+        "immutable": parity.record.si(k, "immutable"),
+    }[style]
+    sig = chord((group(parity.ident.si(42), parity.fail.s()),), parity.ident.s())
+    sig.link_error(errback)
+    result = sig.delay()
+    with pytest.raises(parity.ExpectedException):
+        result.get(timeout=20)
+    wait_for(lambda: cluster.log(k), 10, what="the errback")
+    time.sleep(0.3)  # a second call would have logged by now
+    expected = {
+        "old": f"old {result.id}",  # the body's id, as Celery's chord_error_from_stack
+        "new": f"new {result.id} ChordError",
+        "immutable": "immutable",
+    }[style]
+    assert cluster.log(k) == [expected]
+
+
+def test_group_link_calls_the_callback_once(cluster: Cluster) -> None:
+    k = key()
+    flow = group(parity.add.s(1, 1), parity.add.s(2, 2), parity.add.s(3, 3))
+    flow.link(parity.record.s(k))  # made immutable: it gets no result
+    assert flow().get(timeout=20) == [2, 4, 6]
+    wait_for(lambda: cluster.log(k), 10, what="the callback")
+    time.sleep(0.3)
+    assert cluster.log(k) == ["ran"]
+    with pytest.raises(TypeError, match="use a chord"):
+        flow.apply_async(link=parity.record.s(k))

@@ -22,6 +22,7 @@ the task again and sends the callbacks again, rather than never.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -180,6 +181,11 @@ class Workflow:
         subject = request.id
         if request.task == CHORD_JOIN and request.callbacks:
             subject = next(downstream(request.callbacks[0]), (subject,))[0]
+            # Celery calls a chord body's errbacks with a request made for the body.
+            body = request.callbacks[0]
+            request = dataclasses.replace(
+                request, id=subject, task=str(body.get("task") or request.task), callbacks=None
+            )
         for data in request.errbacks or ():
             sig = Signature.from_dict(data, self.app)
             try:
