@@ -138,14 +138,17 @@ def test_call_and_result(redis_url: str, spawn_worker: Any) -> None:
 
     failed = run_cli(redis_url, "-A", "tests.apps.basic", "call", "tests.apps.basic.boom",
                      "--kwargs", '{"message": "kaput"}', "--wait", "--timeout", "5")
-    assert failed.returncode == 0, failed.stderr
+    assert failed.returncode == 1, failed.stderr
     failed_id = failed.stdout.split()[0]
+    assert failed.stderr == f"task {failed_id} FAILURE: ValueError: kaput\n"
     shown = run_cli(redis_url, "-A", "tests.apps.basic", "result", failed_id)
+    assert shown.returncode == 1
     assert json.loads(shown.stdout) == {
         "id": failed_id, "state": "FAILURE", "result": "ValueError: kaput"
     }
     traceback = run_cli(redis_url, "-A", "tests.apps.basic", "result", failed_id, "--traceback")
     assert "ValueError: kaput" in traceback.stdout and "Traceback" in traceback.stdout
+    assert traceback.returncode == 1
 
 
 def test_purge_and_status(basic: ModuleType, redis_server: RedisServer, redis_url: str) -> None:

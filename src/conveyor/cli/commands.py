@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 
+from .. import states
 from .main import AppContext
+
+# States after which `call --wait` and `result` exit non-zero.
+UNSUCCESSFUL = states.PROPAGATE_STATES
 
 
 def _json_option(value: str | None, what: str, kind: type) -> Any:
@@ -52,7 +57,13 @@ def call(
     result = obj.app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
     click.echo(result.id)
     if wait:
-        click.echo(json.dumps(result.get(timeout=timeout, propagate=False), default=repr))
+        value = result.get(timeout=timeout, propagate=False)
+        state = result.state
+        if state in UNSUCCESSFUL:
+            # A script can tell: the error on stderr, and a non-zero exit.
+            click.echo(f"task {result.id} {state}: {_error_text(value)}", err=True)
+            sys.exit(1)
+        click.echo(json.dumps(value, default=repr))
 
 
 @click.command()
@@ -67,11 +78,19 @@ def result(obj: AppContext, task_id: str, show_traceback: bool) -> None:
     state = res.state
     if show_traceback and res.traceback:
         click.echo(res.traceback)
-        return
-    value = res.info
+    else:
+        value = res.info
+        if isinstance(value, BaseException):
+            value = _error_text(value)
+        click.echo(json.dumps({"id": task_id, "state": state, "result": value}, default=repr))
+    if state in UNSUCCESSFUL:
+        sys.exit(1)
+
+
+def _error_text(value: Any) -> str:
     if isinstance(value, BaseException):
-        value = f"{type(value).__name__}: {value}"
-    click.echo(json.dumps({"id": task_id, "state": state, "result": value}, default=repr))
+        return f"{type(value).__name__}: {value}"
+    return str(value)
 
 
 @click.command()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import traceback
 from typing import Any
 
 from ..app import Conveyor
@@ -51,9 +53,36 @@ def _import(name: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise AppNotFound(f"cannot import module {name!r} (-A): {_EXPECTED}") from None
-        raise AppNotFound(f"module {name!r} failed to import: {exc}") from exc
+        raise AppNotFound(f"module {name!r} failed to import: {exc}{_where(exc)}") from exc
     except Exception as exc:
-        raise AppNotFound(f"module {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise AppNotFound(
+            f"module {name!r} failed to import: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
+
+
+def where_raised(exc: BaseException) -> tuple[str, int] | None:
+    """The file and line of the user's code that raised ``exc`` during an import (the
+    innermost frame outside importlib), or of the syntax error itself."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return exc.filename, exc.lineno
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ") and frame.filename != __file__
+    ]
+    if not frames or frames[-1].lineno is None:
+        return None
+    return frames[-1].filename, frames[-1].lineno
+
+
+def _where(exc: BaseException) -> str:
+    found = where_raised(exc)
+    if found is None:
+        return ""
+    path, line = found
+    with contextlib.suppress(ValueError):  # another drive (Windows): keep it absolute
+        path = os.path.relpath(path)
+    return f" ({path}, line {line}; the traceback at -l debug)"
 
 
 def _resolve(module: Any, attribute: str) -> Any:

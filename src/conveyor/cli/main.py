@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -110,5 +112,13 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(str(exc), err=True)
         sys.exit(1)
     except (AppNotFound, ConveyorError) as exc:
+        if isinstance(exc, AppNotFound) and exc.__cause__ is not None and _debugging():
+            traceback.print_exception(exc.__cause__)
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+
+
+def _debugging() -> bool:
+    """``-l debug`` was given (the command set the root logger's level before it loaded
+    the app), so an import error in the user's app shows its traceback."""
+    return logging.getLogger().isEnabledFor(logging.DEBUG)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
+from ..app import Conveyor
 from ..exceptions import ConfigurationError
 from ..limits import parse_rate
 from ..worker.logs import setup_logging
 from ..worker.main import Worker
 from .main import AppContext, loglevel_option
+
+logger = logging.getLogger("conveyor.worker")
 
 
 @click.command()
@@ -97,6 +101,7 @@ def worker(
     """Start a worker that consumes tasks from the broker and runs them."""
     setup_logging(loglevel)
     app = obj.app
+    _warn_without_tasks(obj.spec, app)
     if shutdown_timeout is not None:
         app.conf.worker_shutdown_timeout = shutdown_timeout
     if rate_limit is not None:
@@ -127,3 +132,21 @@ def _checked_rate(value: str | None) -> str | None:
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
+
+
+def _warn_without_tasks(spec: str | None, app: Conveyor) -> None:
+    """A worker with none of the user's tasks dead-letters everything it is sent as an
+    unknown task: say so at start, not one message at a time."""
+    if spec is None:
+        logger.warning(
+            "no app given (-A): this worker knows only conveyor's built-in tasks, none of "
+            "yours; start it as 'conveyor -A proj worker'"
+        )
+        return
+    app.import_default_modules()
+    if all(name.startswith("conveyor.") for name in app.tasks):
+        logger.warning(
+            "the app %r has no tasks of yours: import the modules that define them from "
+            "it, or list them in include=[...]",
+            spec,
+        )
