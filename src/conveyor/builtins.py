@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .canvas import ACCUMULATE, CHORD_JOIN, MAP, STARMAP, Signature, _failure_text
+from .canvas import ACCUMULATE, CHORD_JOIN, MAP, STARMAP, Signature, failure_text
 from .exceptions import ChordError
 from .stores.results import decode_meta
 
@@ -44,7 +44,7 @@ def _chord_join(self: Task[..., Any], chord_id: str) -> list[Any]:
         for task_id, raw in zip(ids, backend.get_many(ids), strict=True):
             meta = decode_meta(raw) if raw is not None else None
             if meta is None or meta.status != states.SUCCESS:
-                raise ChordError(_failure_text(chord_id, task_id, meta))
+                raise ChordError(failure_text(chord_id, task_id, meta))
             values.append(meta.result)
     return values
 

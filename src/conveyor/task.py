@@ -54,7 +54,7 @@ class Context:
     called_directly: bool = True
     time_limit: float | None = None
     soft_time_limit: float | None = None
-    # Workflows (canvas.py): the signatures to send after it, and its chord, as sent.
+    # Workflows (canvas/): the signatures to send after it, and its chord, as sent.
     callbacks: list[dict[str, Any]] | None = None
     errbacks: list[dict[str, Any]] | None = None
     chord: dict[str, Any] | None = None
@@ -676,7 +676,7 @@ class Task(Generic[P, R]):
 def _place(
     envelope: Envelope, link: Any, link_error: Any, workflow: Mapping[str, Any] | None
 ) -> None:
-    """Where a call sits in a workflow (canvas.py): its callbacks, and the ids that
+    """Where a call sits in a workflow (canvas/): its callbacks, and the ids that
     place it (set by a chain, group or chord, and by a worker sending a callback)."""
     if link is not None or link_error is not None:
         from .canvas import signature_dicts

@@ -86,7 +86,7 @@ class Executor:
         self.consumer_id = consumer_id
         self.carries_results = consumer.carries_results
         self.gate = AdmissionGate(app, broker, consumer_id)
-        self.workflow = Workflow(app, broker)  # callbacks, errbacks, chords (canvas.py)
+        self.workflow = Workflow(app, broker)  # callbacks, errbacks, chords (canvas/)
         self.revocations = revocations if revocations is not None else RevocationCache()
         self.broker = broker
         self.hooks = hooks

@@ -1,4 +1,4 @@
-"""What the executor does for a task that is a step of a workflow (canvas.py).
+"""What the executor does for a task that is a step of a workflow (conveyor.canvas).
 
 A message may carry callbacks (the rest of its chain, linked tasks), errbacks, and the
 chord it is a header task of. A plain task carries none, and the executor calls in here
