@@ -22,7 +22,7 @@ from .task import Task as AnyTask  # a name the ``Conveyor.Task`` property does 
 
 if TYPE_CHECKING:
     from .canvas import Signature
-    from .control import Control
+    from .observe.control import Control
     from .stores.results import ResultBackend
     from .stores.transport import Broker
 
@@ -332,7 +332,7 @@ class Conveyor:
     @property
     def control(self) -> Control:
         """Commands for the workers: ``app.control.revoke(task_id, terminate=True)``."""
-        from .control import Control
+        from .observe.control import Control
 
         return Control(self)
 

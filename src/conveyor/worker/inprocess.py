@@ -96,6 +96,7 @@ class ThreadsPool(Pool):
             pool=self,
         )
         keeper.start()
+        worker.observer.in_process(self.loops, revocations, worker.stop)
         worker.on_cold = self.cold_stop
         self.run_loops(ready)
         worker.stop.set()

@@ -193,8 +193,18 @@ class ConsumeLoop:
 
     _recover = False
     _connected = False  # a cycle went through at least once
+    _reopen = False
+
+    def reopen(self) -> None:
+        """Consume ``config.queues`` anew from the next fetch on (they changed:
+        ``app.control.add_consumer``)."""
+        self._reopen = True
 
     def _cycle(self) -> None:
+        if self._reopen and not self.buffer and self._consumer is not None:
+            self._reopen = False
+            self._consumer.flush()
+            self._drop_consumer()
         consumer = self._open()
         if self._recover:
             consumer.flush()  # reconnect; resend acks and results whose reply was lost

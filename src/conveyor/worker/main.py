@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..exceptions import ConfigurationError
+from ..observe.observer import WorkerObserver
 from .hooks import WorkerHooks
 from .identity import expand_hostname
 from .logs import LoggingListener
@@ -82,11 +84,17 @@ class Worker:
         if any(overrides_handlers(task) for task in self.app.tasks.values()):
             self.hooks.subscribe(TaskHandlers(self.app))
 
+    @functools.cached_property
+    def observer(self) -> WorkerObserver:
+        """Inspect/control and task counts (observe/observer.py)."""
+        return WorkerObserver(self)
+
     # running --------------------------------------------------------------------------
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
         self._subscribe_task_handlers()
+        _ = self.observer  # made now that the app's tasks are imported
         self._print_banner()
         return self.pool_class(self).run()
 

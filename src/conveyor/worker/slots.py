@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Slot", "SlotTracker", "Slots"]
 
-# generation, hard deadline (monotonic, 0 = none), hard limit (s), task id, delivery tag
-_FORMAT = struct.Struct("=Qdd64s32s")
+# busy, hard deadline (monotonic, 0 = none), hard limit (s), started (epoch s; read by
+# inspect active), task id, delivery tag
+_FORMAT = struct.Struct("=Qddd64s32s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Slot:
     tag: str
     hard_deadline: float | None
     hard_limit: float | None
+    started: float = 0.0
 
 
 class Slots:
@@ -41,14 +44,23 @@ class Slots:
         hard = deadlines.hard if deadlines is not None and deadlines.hard is not None else 0.0
         limit = deadlines.hard_limit if deadlines is not None and deadlines.hard_limit else 0.0
         _FORMAT.pack_into(
-            self._memory, index * _FORMAT.size, 1, hard, limit, task_id.encode(), tag.encode()
+            self._memory,
+            index * _FORMAT.size,
+            1,
+            hard,
+            limit,
+            time.time(),
+            task_id.encode(),
+            tag.encode(),
         )
 
     def clear(self, index: int) -> None:
-        _FORMAT.pack_into(self._memory, index * _FORMAT.size, 0, 0.0, 0.0, b"", b"")
+        _FORMAT.pack_into(self._memory, index * _FORMAT.size, 0, 0.0, 0.0, 0.0, b"", b"")
 
     def read(self, index: int) -> Slot | None:
-        busy, hard, limit, task_id, tag = _FORMAT.unpack_from(self._memory, index * _FORMAT.size)
+        busy, hard, limit, started, task_id, tag = _FORMAT.unpack_from(
+            self._memory, index * _FORMAT.size
+        )
         if not busy:
             return None
         return Slot(
@@ -56,6 +68,7 @@ class Slots:
             tag.rstrip(b"\0").decode(),
             hard or None,
             limit or None,
+            started,
         )
 
 

@@ -112,8 +112,10 @@ class Supervisor(Pool):
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
         _ = self.app.broker  # connect in the parent before forking: children make their own
-        self.slots = Slots(self.processes)
-        self.revocations = RevocationCache()
+        observer = self.worker.observer
+        self.slots = Slots(observer.capacity)  # room for pool_grow
+        self.revocations: RevocationCache = RevocationCache()
+        observer.prefork(self)
         with contextlib.suppress(*TRANSIENT):
             self.revocations.refresh(self.app.broker)
         for index in range(1, self.processes + 1):
@@ -128,6 +130,7 @@ class Supervisor(Pool):
             self._read_ready()
             self._reap(respawn=True)
             self._police(time.monotonic())
+            observer.poll()  # inspect/control: answered here, while children are busy
             now = time.monotonic()
             if now - last_tick >= self.tick_every:
                 last_tick = now
@@ -174,6 +177,7 @@ class Supervisor(Pool):
 
     def _child_main(self, index: int, cid: str) -> int:  # pragma: no cover - in the child
         _die_with_parent()
+        self.worker.observer.in_child(index)
         signal.set_wakeup_fd(-1)
         for fd in (self.wake_r, self.wake_w, self.ready_r):
             os.close(fd)
@@ -248,7 +252,7 @@ class Supervisor(Pool):
                     self.beat.reaped(pid, status, respawn and self._signals == 0)
                 continue
             self._after_exit(child, status)
-            if respawn and self._signals == 0:
+            if respawn and self._signals == 0 and child.index <= self.processes:
                 self._spawn(child.index)
 
     def _after_exit(self, child: Child, status: int) -> None:
@@ -283,6 +287,37 @@ class Supervisor(Pool):
             )
         else:
             logger.info("worker child %d (pid %d) %s", child.index, child.pid, how)
+
+    # run-time changes (app.control; observe/views.py) ---------------------------------
+    def grow(self, n: int) -> None:
+        """pool_grow: start ``n`` more children."""
+        target = self.processes + n
+        if target > self.slots.count:
+            raise ValueError(f"the pool can grow to {self.slots.count} processes at most")
+        self.processes = target
+        used = {child.index for child in self.children.values()}
+        for index in range(1, target + 1):
+            if index not in used:
+                self._spawn(index)
+
+    def shrink(self, n: int) -> None:
+        """pool_shrink: stop ``n`` children after their current task (not replaced)."""
+        target = self.processes - n
+        if target < 1:
+            raise ValueError(f"the pool has {self.processes} processes; it keeps at least 1")
+        self.processes = target
+        for child in self.children.values():
+            if child.index > target and not child.stopping:
+                child.stopping = True
+                _signal(child.pid, signal.SIGTERM)
+
+    def restart_children(self) -> None:
+        """Replace every child after its current task, so new ones start with changed
+        settings (queues, task limits); unstarted messages go back to the queue."""
+        for child in self.children.values():
+            if not child.stopping:
+                child.stopping = True
+                _signal(child.pid, signal.SIGTERM)
 
     # hard time limits and terminate ----------------------------------------------------
     def _police(self, now: float) -> None:

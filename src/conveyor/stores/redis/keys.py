@@ -133,3 +133,12 @@ class RedisKeys:
     def slots(self, key: str) -> str:
         """Set of the holders ("<consumer>\\n<tag>") of a concurrency limit's slots."""
         return f"{self.prefix}:slots:{key}"
+
+    # control mailbox and events (observe) ------------------------------------------------
+    def inbox(self, worker: str) -> str:
+        """List of control commands for one worker (JSON), oldest first; expires."""
+        return f"{self.prefix}:control:{worker}"
+
+    def replies(self, reply_id: str) -> str:
+        """List of the answers to one control command (JSON); expires."""
+        return f"{self.prefix}:reply:{reply_id}"

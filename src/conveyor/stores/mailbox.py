@@ -1,0 +1,90 @@
+"""The control mailbox: how ``inspect`` and ``control`` commands reach running workers.
+
+A coordination piece beside the transport: a client posts a command into the inbox of
+each live worker it addresses and waits, up to its timeout, for their answers under a
+reply id. Inboxes and replies expire, so a dead worker's inbox never grows and a late
+answer nobody waits for disappears. The worker side is ``observe/responder.py``; in a
+prefork worker the supervisor (which runs no task) answers, so a worker whose children
+are all busy with CPU-bound tasks still answers at once.
+
+Celery broadcasts over a fanout exchange and every worker's consumer must be free to
+read it (celery#3283: ``inspect`` times out on busy workers); a per-worker inbox read by
+the supervisor does not depend on a free child.
+"""
+
+from __future__ import annotations
+
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .transport import Broker
+
+__all__ = ["Mailbox", "mailbox_for"]
+
+
+class Mailbox(ABC):
+    """Inboxes per worker name and reply lists per reply id, both expiring."""
+
+    @abstractmethod
+    def post(self, workers: Sequence[str], command: bytes, ttl: float) -> None:
+        """Put ``command`` into each worker's inbox; the inbox expires ``ttl`` seconds
+        after its last command."""
+
+    @abstractmethod
+    def take(self, worker: str, limit: int = 16) -> list[bytes]:
+        """Take up to ``limit`` commands from ``worker``'s inbox, oldest first; never
+        blocks (the supervisor calls it between its other chores)."""
+
+    @abstractmethod
+    def answer(self, reply_id: str, reply: bytes, ttl: float) -> None:
+        """Add ``reply`` to the answers of ``reply_id`` (they expire after ``ttl``)."""
+
+    @abstractmethod
+    def collect(self, reply_id: str, expected: int, timeout: float) -> list[bytes]:
+        """Wait up to ``timeout`` seconds for ``expected`` answers; return those that
+        came (fewer when some worker did not answer in time)."""
+
+    @abstractmethod
+    def held(self, consumer_id: str) -> list[tuple[str, bytes]]:
+        """The (tag, body) of every message ``consumer_id`` holds leased now (a prefork
+        child's prefetched messages, for ``inspect reserved``)."""
+
+
+_MAILBOXES: weakref.WeakKeyDictionary[Broker, Mailbox] = weakref.WeakKeyDictionary()
+
+
+def mailbox_for(broker: Broker) -> Mailbox:
+    """The mailbox that lives in the same store as ``broker`` (one per broker object)."""
+    mailbox = _MAILBOXES.get(broker)
+    if mailbox is None:
+        mailbox = _make(broker)
+        _MAILBOXES[broker] = mailbox
+    return mailbox
+
+
+def _make(broker: Broker) -> Mailbox:
+    scheme = broker.url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis.mailbox import RedisMailbox
+        from .redis.transport import RedisBroker
+
+        assert isinstance(broker, RedisBroker)
+        return RedisMailbox(broker)
+    if scheme == "sqlite":
+        from .sqlite.mailbox import SQLiteMailbox
+        from .sqlite.transport import SQLiteBroker
+
+        assert isinstance(broker, SQLiteBroker)
+        return SQLiteMailbox(broker)
+    if scheme == "memory":
+        from .memory.mailbox import MemoryMailbox
+        from .memory.transport import MemoryBroker
+
+        assert isinstance(broker, MemoryBroker)
+        return MemoryMailbox(broker)
+    raise ConfigurationError(f"the broker {broker.url!r} has no control mailbox")
