@@ -68,23 +68,22 @@ def mailbox_for(broker: Broker) -> Mailbox:
 
 
 def _make(broker: Broker) -> Mailbox:
-    scheme = broker.url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
+    # By the broker's class, not its URL scheme: redis://, rediss://, unix:// and
+    # sentinel:// all make a RedisBroker.
+    from .memory.transport import MemoryBroker
+    from .redis.transport import RedisBroker
+    from .sqlite.transport import SQLiteBroker
+
+    if isinstance(broker, RedisBroker):
         from .redis.mailbox import RedisMailbox
-        from .redis.transport import RedisBroker
 
-        assert isinstance(broker, RedisBroker)
         return RedisMailbox(broker)
-    if scheme == "sqlite":
+    if isinstance(broker, SQLiteBroker):
         from .sqlite.mailbox import SQLiteMailbox
-        from .sqlite.transport import SQLiteBroker
 
-        assert isinstance(broker, SQLiteBroker)
         return SQLiteMailbox(broker)
-    if scheme == "memory":
+    if isinstance(broker, MemoryBroker):
         from .memory.mailbox import MemoryMailbox
-        from .memory.transport import MemoryBroker
 
-        assert isinstance(broker, MemoryBroker)
         return MemoryMailbox(broker)
     raise ConfigurationError(f"the broker {broker.url!r} has no control mailbox")
