@@ -167,8 +167,11 @@ class Conveyor:
         if self._broker is None or self._pid != os.getpid():
             with self._lock:
                 if self._broker is None or self._pid != os.getpid():
-                    from .stores import broker_from_url
+                    from .stores import broker_from_url, check_backend_url
 
+                    # A backend conveyor lacks fails here, at the first send or at worker
+                    # start, rather than at the first .get() after work was sent.
+                    check_backend_url(self.backend_url)
                     self._adopt_fork()
                     self._broker = broker_from_url(
                         self.broker_url,

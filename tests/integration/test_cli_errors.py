@@ -107,3 +107,14 @@ def test_a_worker_without_an_app_warns_it_has_none_of_your_tasks(
         )
     finally:
         worker.stop()
+
+
+def test_a_worker_with_an_unsupported_result_backend_stops_at_start(tmp_path: Path) -> None:
+    done = run_cli(f"sqlite:///{tmp_path / 'broker.db'}", "-A", "tests.apps.basic",
+                   "--result-backend", "rpc://", "worker", "-c", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: unsupported result backend 'rpc://': expected redis://, rediss://, unix://, "
+        "sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, database, Django "
+        "or cache backends)"
+    )

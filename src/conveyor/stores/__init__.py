@@ -13,6 +13,7 @@ from ..exceptions import ConfigurationError
 from .redis.topology import REDIS_SCHEMES
 from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
 from .transport import Broker, BrokerConsumer, DeadLetter, Delivery, QueueStats, ResultWrite
+from .urls import masked
 
 __all__ = [
     "Broker",
@@ -25,6 +26,7 @@ __all__ = [
     "ResultWrite",
     "backend_from_url",
     "broker_from_url",
+    "check_backend_url",
     "decode_meta",
     "encode_meta",
 ]
@@ -58,6 +60,25 @@ def broker_from_url(url: str, **options: Any) -> Broker:
     )
 
 
+BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, "sqlite", "memory", "cache+memory"})
+
+
+def check_backend_url(url: str) -> None:
+    """Refuse a result backend conveyor does not have, when the app first sends (and
+    when a worker starts), not at the first ``.get()``: Celery's ``rpc://``,
+    ``db+postgresql://``, ``django-db`` and the like."""
+    if _scheme(url) not in BACKEND_SCHEMES:
+        raise ConfigurationError(_unsupported_backend(url))
+
+
+def _unsupported_backend(url: str) -> str:
+    return (
+        f"unsupported result backend {masked(url)!r}: expected redis://, rediss://, "
+        "unix://, sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, "
+        "database, Django or cache backends)"
+    )
+
+
 def backend_from_url(url: str, **options: Any) -> ResultBackend:
     scheme = _scheme(url)
     expires = options.get("expires", 86400.0)
@@ -78,7 +99,4 @@ def backend_from_url(url: str, **options: Any) -> ResultBackend:
         from .memory.results import MemoryBackend
 
         return MemoryBackend(url, expires=expires)
-    raise ConfigurationError(
-        f"unsupported result backend URL {url!r}: expected redis://, rediss://, unix://, "
-        "sentinel://, sqlite:///path or memory://"
-    )
+    raise ConfigurationError(_unsupported_backend(url))
