@@ -15,6 +15,7 @@
     ├── Retry                       raised by ``Task.retry`` to ask for another attempt
     ├── MaxRetriesExceededError     retries ran out and there was no exception to re-raise
     ├── Reject                      a task refuses its message (dead-lettered)
+    ├── Ignore                      a task ends with no state stored (``self.replace``)
     ├── WorkerLostError             the process running a task died
     ├── TimeLimitExceeded           the hard time limit ended a task
     ├── TaskRevokedError            the task was revoked (or terminated while running)
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigurationError",
     "ContentDisallowed",
     "ConveyorError",
+    "Ignore",
     "MaxRetriesExceededError",
     "MessageError",
     "NotRegistered",
@@ -160,6 +162,11 @@ class Reject(ConveyorError):
         super().__init__(reason)
         self.reason = reason
         self.requeue = requeue
+
+
+class Ignore(ConveyorError):
+    """Raised by a task to end without a stored state (``self.replace(sig)`` raises it:
+    the replacement stores the result under the same id)."""
 
 
 class WorkerLostError(ConveyorError):

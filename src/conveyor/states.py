@@ -10,6 +10,9 @@ FAILURE = "FAILURE"
 RETRY = "RETRY"
 REVOKED = "REVOKED"
 REJECTED = "REJECTED"
+# Not stored: the worker's outcome of a task that ended by ``self.replace(sig)`` (its
+# id now belongs to the replacement's last task), Celery's IGNORED.
+IGNORED = "IGNORED"
 
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})
 UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, RETRY})

@@ -583,6 +583,24 @@ class Task(Generic[P, R]):
         )
         raise Retry(exc=exc, when=_epoch(eta) if eta is not None else countdown)
 
+    def replace(self, sig: Signature[Any] | Mapping[str, Any]) -> Any:
+        """Hand this task's place in its workflow to ``sig`` (a task, chain, group or
+        chord), as Celery's ``Task.replace``: ``sig``'s last task takes this task's id,
+        callbacks, errbacks and chord, and this task ends without a result of its own.
+        ``return self.replace(sig)`` or ``raise self.replace(sig)`` (it raises by
+        itself in a worker; in eager mode it runs ``sig`` and returns its result)."""
+        from .canvas.replace import replacement
+        from .exceptions import Ignore
+
+        request = self.request
+        if request.id is None or request.called_directly:
+            raise RuntimeError(f"{self.name}.replace() called outside a worker")
+        new = replacement(sig, request, self.app)
+        if request.is_eager:
+            return new.apply().get()
+        new.apply_async()
+        raise Ignore(f"replaced by {new!r}")
+
     def backoff_delay(self, retries: int) -> float:
         """The countdown before retry number ``retries + 1`` under ``autoretry_for``.
 

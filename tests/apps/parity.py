@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conveyor import Conveyor, Task
+from conveyor import Conveyor, Task, chain, chord, group
 
 app = Conveyor("tests.apps.parity")
 
@@ -176,3 +176,29 @@ def errback_old_style(task_id: str, key: str) -> None:
 @app.task
 def errback_new_style(request: Any, exc: BaseException, traceback: str, key: str) -> None:
     log(key, f"new {request.id} {type(exc).__name__}")
+
+
+# self.replace ------------------------------------------------------------------------------
+@app.task(bind=True)
+def add_replaced(self: Task[..., Any], x: int, y: int) -> Any:
+    raise self.replace(add.s(x, y))
+
+
+@app.task(bind=True)
+def replace_with_chain(self: Task[..., Any], *args: Any) -> Any:
+    return self.replace(chain(ident.s(*args), ident.s()))
+
+
+@app.task(bind=True)
+def replace_with_group(self: Task[..., Any], nums: list[int], val: int) -> Any:
+    return self.replace(group(add.s(n, val) for n in nums))
+
+
+@app.task(bind=True)
+def replace_with_chord(self: Task[..., Any], nums: list[int]) -> Any:
+    return self.replace(chord([ident.si(n) for n in nums], tsum.s()))
+
+
+@app.task(bind=True)
+def replace_with_failure(self: Task[..., Any]) -> Any:
+    return self.replace(fail.si("replaced"))

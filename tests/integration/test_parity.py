@@ -376,3 +376,40 @@ def test_group_link_calls_the_callback_once(cluster: Cluster) -> None:
     assert cluster.log(k) == ["ran"]
     with pytest.raises(TypeError, match="use a chord"):
         flow.apply_async(link=parity.record.s(k))
+
+
+# self.replace: Celery's t/integration expectations ----------------------------------------
+def test_replace_with_a_task_keeps_the_place_in_a_chain(cluster: Cluster) -> None:
+    assert parity.add_replaced.delay(2, 3).get(timeout=20) == 5
+    assert chain(parity.add_replaced.s(1, 1), parity.add.s(10))().get(timeout=20) == 12
+    k = key()
+    linked = parity.add_replaced.apply_async((1, 2), link=parity.record.si(k, "linked"))
+    assert linked.get(timeout=20) == 3
+    wait_for(lambda: cluster.log(k), 10, what="the link")
+    time.sleep(0.3)
+    assert cluster.log(k) == ["linked"]
+
+
+def test_replace_in_a_chord_header(cluster: Cluster) -> None:
+    ident, replaced = parity.ident, parity.replace_with_chain
+    assert chord(replaced.si(42), ident.s()).delay().get(timeout=20) == [42]
+    middle = chord((ident.s(42), replaced.s(1337), ident.s(31337)), ident.s())
+    assert middle.delay().get(timeout=20) == [42, 1337, 31337]
+
+
+def test_replace_with_a_group_or_a_chord(cluster: Cluster) -> None:
+    assert parity.replace_with_group.delay([1, 2, 3], 10).get(timeout=20) == [11, 12, 13]
+    flow = chain(parity.replace_with_group.s([1, 2], 1), parity.tsum.s())
+    assert flow().get(timeout=20) == 5
+    mixed = group(parity.replace_with_chord.s([1, 2, 3]), parity.add.s(1, 1))
+    assert mixed().get(timeout=20) == [6, 2]
+
+
+def test_replace_keeps_the_errbacks(cluster: Cluster) -> None:
+    k = key()
+    result = parity.replace_with_failure.apply_async(link_error=parity.errback_old_style.s(key=k))
+    with pytest.raises(parity.ExpectedException):
+        result.get(timeout=20)
+    wait_for(lambda: cluster.log(k), 10, what="the errback")
+    time.sleep(0.3)
+    assert cluster.log(k) == [f"old {result.id}"]

@@ -26,7 +26,7 @@ from .signature import (
 if TYPE_CHECKING:
     from ..app import Conveyor
 
-__all__ = ["chain", "chord", "chunks", "group"]
+__all__ = ["chain", "chord", "chunks", "collected", "countable", "group", "last_task"]
 
 
 class _Composite(Signature[Any]):
@@ -377,13 +377,13 @@ class chord(Signature[Any]):
         chord_id = merged.pop("task_id", None)
         if chord_id:
             new.options["task_id"] = chord_id
-        new.tasks = [_countable(member) for member in new.tasks]
+        new.tasks = [countable(member) for member in new.tasks]
         result = new.freeze()
         gid: str = new.options["task_id"]
         if not new.tasks:
             new.body.apply_async(([],), **placement)
             return result
-        counted = [_last_task(member) for member in new.tasks]
+        counted = [last_task(member) for member in new.tasks]
         for task in counted:
             task.options["chord"] = {"id": gid}
         members = [task.options["task_id"] for task in counted]
@@ -522,35 +522,35 @@ def _bulk(member: Signature[Any], options: Mapping[str, Any]) -> bool:
     )
 
 
-def _countable(member: Signature[Any]) -> Signature[Any]:
+def countable(member: Signature[Any]) -> Signature[Any]:
     """A chord header member whose result is one task's: a chain ending in a group, or a
     chord whose body is a group, gets that group collected by one more task (Celery's
     accumulate), so its list is one result of the header, as in Celery."""
     if isinstance(member, chain):
         steps = member._steps()
         if steps and not isinstance(steps[-1], chain | group):
-            steps[-1] = _countable(steps[-1])
+            steps[-1] = countable(steps[-1])
         elif steps:
-            steps[-1] = _collected(steps[-1])
+            steps[-1] = collected(steps[-1])
     elif isinstance(member, chord) and member.body is not None:
         body = member.body
-        member.body = _collected(body) if isinstance(body, group) else _countable(body)
+        member.body = collected(body) if isinstance(body, group) else countable(body)
     return member
 
 
-def _collected(sig: Signature[Any]) -> Signature[Any]:
+def collected(sig: Signature[Any]) -> Signature[Any]:
     accumulate: Signature[Any] = Signature(ACCUMULATE, app=sig._app)
     return chord(sig, accumulate, app=sig._app) if isinstance(sig, group) else sig
 
 
-def _last_task(member: Signature[Any]) -> Signature[Any]:
+def last_task(member: Signature[Any]) -> Signature[Any]:
     """The task of a chord header member whose result the chord counts."""
     if isinstance(member, chain):
         steps = member._steps()
         if steps:
-            return _last_task(steps[-1])
+            return last_task(steps[-1])
     elif isinstance(member, chord) and member.body is not None:
-        return _last_task(member.body)  # a nested chord counts when its body ends
+        return last_task(member.body)  # a nested chord counts when its body ends
     elif type(member) is Signature:
         return member
     raise ValueError(f"a chord header member must be a task, chain or chord: {member!r}")

@@ -22,6 +22,7 @@ from .. import states
 from ..exceptions import (
     ConfigurationError,
     ContentDisallowed,
+    Ignore,
     MessageError,
     Retry,
     TaskRevokedError,
@@ -234,6 +235,10 @@ class Executor:
             attempt.outcome = self._retried(request, exc, store)
         elif isinstance(exc, TaskRevokedError):
             attempt.outcome = self._revoked(request, "terminated", store)
+        elif isinstance(exc, Ignore):
+            # Replaced (self.replace): the replacement stores the result under this id,
+            # counts toward its chord and sends its callbacks; nothing to record here.
+            attempt.outcome = Outcome(None, states.IGNORED)
         elif isinstance(exc, TypeError) and _bad_call(exc):
             # Raised by the call itself, not inside the task: the arguments do not
             # fit the signature. No retry can fix that, so it is dead-lettered.
