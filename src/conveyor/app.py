@@ -177,6 +177,7 @@ class Conveyor:
                         self.broker_url,
                         key_prefix=self.conf.redis_key_prefix,
                         transport_options=self.conf.broker_transport_options,
+                        use_ssl=self.conf.broker_use_ssl,
                     )
         return self._broker
 
@@ -193,6 +194,7 @@ class Conveyor:
                         key_prefix=self.conf.redis_key_prefix,
                         expires=float(self.conf.result_expires or 86400),
                         transport_options=self._backend_transport_options(),
+                        use_ssl=self._backend_use_ssl(),
                     )
         return self._backend
 
@@ -203,6 +205,13 @@ class Conveyor:
         if not options and self.backend_url == self.broker_url:
             options = dict(self.conf.broker_transport_options or {})
         return options
+
+    def _backend_use_ssl(self) -> Any:
+        # Celery: redis_backend_use_ssl; results on the broker's own URL use the broker's.
+        use_ssl = self.conf.redis_backend_use_ssl
+        if use_ssl is None and self.backend_url == self.broker_url:
+            use_ssl = self.conf.broker_use_ssl
+        return use_ssl
 
     def _adopt_fork(self) -> None:
         # In a forked child the parent's connections are not ours: forget (never close)

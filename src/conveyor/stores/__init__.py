@@ -45,7 +45,9 @@ def broker_from_url(url: str, **options: Any) -> Broker:
             url,
             key_prefix=options.get("key_prefix", "conveyor"),
             transport_options=options.get("transport_options"),
+            use_ssl=options.get("use_ssl"),
         )
+    _no_tls(url, options.get("use_ssl"), "broker_use_ssl")
     if scheme == "sqlite":
         from .sqlite.transport import SQLiteBroker
 
@@ -58,6 +60,12 @@ def broker_from_url(url: str, **options: Any) -> Broker:
         f"unsupported broker URL {url!r}: expected redis://, rediss://, unix://, sentinel://, "
         "sqlite:///path or memory://"
     )
+
+
+def _no_tls(url: str, use_ssl: Any, setting: str) -> None:
+    # A TLS setting for a store that has no network connection is a mistake to say.
+    if use_ssl:
+        raise ConfigurationError(f"{setting} is set, but {masked(url)!r} is not a Redis URL")
 
 
 BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, "sqlite", "memory", "cache+memory"})
@@ -90,7 +98,9 @@ def backend_from_url(url: str, **options: Any) -> ResultBackend:
             key_prefix=options.get("key_prefix", "conveyor"),
             expires=expires,
             transport_options=options.get("transport_options"),
+            use_ssl=options.get("use_ssl"),
         )
+    _no_tls(url, options.get("use_ssl"), "redis_backend_use_ssl")
     if scheme == "sqlite":
         from .sqlite.results import SQLiteBackend
 

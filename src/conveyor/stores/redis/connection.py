@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -35,7 +36,14 @@ from ...exceptions import BrokerUnavailable, ConfigurationError
 from ..urls import masked
 from .topology import RedisOptions, is_cluster_url, is_sentinel_url, sentinel_pool
 
-__all__ = ["RedisLink", "RedisUnavailable", "Script", "load_script", "pool_from_url"]
+__all__ = [
+    "RedisLink",
+    "RedisUnavailable",
+    "Script",
+    "load_script",
+    "pool_from_url",
+    "ssl_options",
+]
 
 logger = logging.getLogger("conveyor.redis")
 
@@ -121,11 +129,62 @@ def _reason(exc: BaseException) -> str:
     return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
-def _connection_class(url: str, role: str) -> type[AbstractConnection]:
+# Celery's broker_use_ssl / redis_backend_use_ssl keys for Redis (redis-py's names).
+SSL_OPTIONS = (
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_check_hostname",
+)
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "cert_none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "cert_optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+    "cert_required": ssl.CERT_REQUIRED,
+}
+
+
+def ssl_options(value: Any, setting: str) -> dict[str, Any] | None:
+    """Read ``broker_use_ssl`` / ``redis_backend_use_ssl`` as Celery does: a dict of
+    ``ssl_*`` options (``ssl_cert_reqs`` an ``ssl.CERT_*`` constant or its name), or True
+    for TLS verified against the system's CAs. A key conveyor does not know is an error,
+    never ignored."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{setting} must be a dict of ssl_* options or True")
+    unknown = sorted(set(value) - set(SSL_OPTIONS))
+    if unknown:
+        raise ConfigurationError(
+            f"{setting}: unknown option {', '.join(unknown)}; expected {', '.join(SSL_OPTIONS)}"
+        )
+    options = dict(value)
+    reqs = options.get("ssl_cert_reqs", ssl.CERT_REQUIRED)  # verify unless told not to
+    if isinstance(reqs, str):
+        if reqs.lower() not in _CERT_REQS:
+            raise ConfigurationError(
+                f"{setting}: ssl_cert_reqs {reqs!r}: expected ssl.CERT_REQUIRED, "
+                "CERT_OPTIONAL or CERT_NONE"
+            )
+        reqs = _CERT_REQS[reqs.lower()]
+    options["ssl_cert_reqs"] = ssl.VerifyMode(reqs)
+    return options
+
+
+def _connection_class(url: str, role: str, tls: bool) -> type[AbstractConnection]:
     base: type[Any] = Connection
     if url.startswith("unix:"):
+        if tls:
+            raise ConfigurationError("TLS options were given for a unix:// socket URL")
         base = UnixDomainSocketConnection
-    elif url.startswith("rediss:"):
+    elif url.startswith("rediss:") or tls:
         base = SSLConnection
     attributes = {"conveyor_url": masked(url), "conveyor_role": role}
     return type(f"Mapped{base.__name__}", (_MappedConnect, base), attributes)
@@ -136,13 +195,16 @@ def pool_from_url(
     transport_options: Mapping[str, Any] | None = None,
     *,
     role: str = "the broker",
+    tls: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ConnectionPool:
     """A connection pool for a single server (``redis://``, ``rediss://``, ``unix://``) or
     for the master a set of sentinels name (``sentinel://``); ``transport_options`` are
     Celery's ``broker_transport_options`` / ``result_backend_transport_options``. A
     single server's connections report a failed connect as :class:`RedisUnavailable`;
-    ``role`` names the store in that message ("the broker", "the result backend")."""
+    ``role`` names the store in that message ("the broker", "the result backend").
+    ``tls``: options read by :func:`ssl_options`; they turn TLS on even for redis://
+    (as Celery's ``broker_use_ssl`` does)."""
     if is_cluster_url(url):
         raise ConfigurationError(
             "a redis+cluster:// URL has no single connection pool; the cluster client "
@@ -157,8 +219,11 @@ def pool_from_url(
         options["retry"] = failover_retry(read.failover_timeout)
         options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
     if is_sentinel_url(url):
+        if tls is not None:
+            raise ConfigurationError("TLS options with sentinel:// are not supported yet")
         return sentinel_pool(url, read, **options)
-    options["connection_class"] = _connection_class(url, role)
+    options.update(tls or {})
+    options["connection_class"] = _connection_class(url, role, tls is not None)
     return ConnectionPool.from_url(url, **options)
 
 

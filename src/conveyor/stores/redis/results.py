@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from ..results import ChordBody, ChordSpec, ResultBackend
 from ..transport import ResultWrite
-from .connection import load_script, pool_from_url
+from .connection import load_script, pool_from_url, ssl_options
 from .keys import RedisKeys
 
 __all__ = ["RedisBackend"]
@@ -47,6 +47,7 @@ class RedisBackend(ResultBackend):
         key_prefix: str = "conveyor",
         expires: float = 86400.0,
         transport_options: Mapping[str, Any] | None = None,
+        use_ssl: Any = None,
     ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
@@ -57,6 +58,7 @@ class RedisBackend(ResultBackend):
             url,
             transport_options,
             role="the result backend",
+            tls=ssl_options(use_ssl, "redis_backend_use_ssl"),
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )

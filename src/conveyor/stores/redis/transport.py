@@ -36,7 +36,7 @@ from ..transport import (
     Revocations,
     priority_level,
 )
-from .connection import RedisLink, load_script, pool_from_url, replicated_call
+from .connection import RedisLink, load_script, pool_from_url, replicated_call, ssl_options
 from .connection import text as _text
 from .coordination import RedisFlowControl
 from .keys import RedisKeys
@@ -85,11 +85,14 @@ class RedisBroker(RedisFlowControl, Broker):
         key_prefix: str = "conveyor",
         backend_url: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
+        use_ssl: Any = None,
     ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
         self.options = RedisOptions.read(url, transport_options)
-        self.pool = pool_from_url(url, transport_options)
+        self.pool = pool_from_url(
+            url, transport_options, tls=ssl_options(use_ssl, "broker_use_ssl")
+        )
         self.client = redis.Redis(connection_pool=self.pool)
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
