@@ -23,8 +23,9 @@ from .task import Task as AnyTask  # a name the ``Conveyor.Task`` property does 
 if TYPE_CHECKING:
     from .canvas import Signature
     from .observe.control import Control
+    from .stores.coordination import Coordinator
     from .stores.results import ResultBackend
-    from .stores.transport import Broker
+    from .stores.transport import Transport
 
 __all__ = ["Conveyor", "current_app", "shared_task"]
 
@@ -87,7 +88,8 @@ class Conveyor:
         if settings:
             self.conf.update(settings)
         self.tasks: dict[str, AnyTask[..., Any]] = {}
-        self._broker: Broker | None = None
+        self._broker: Transport | None = None
+        self._coordinator: Coordinator | None = None
         self._backend: ResultBackend | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -161,25 +163,58 @@ class Conveyor:
         # Without a backend setting, results live beside the messages.
         return self.broker_url
 
-    # broker and backend, made on first use and again in a forked child ---------------
     @property
-    def broker(self) -> Broker:
+    def coordinator_url(self) -> str | None:
+        """Where workers share state; None: in the broker's own store."""
+        self.conf.apply_environment()
+        url: str | None = self.conf.coordinator_url
+        return url if url and url != self.broker_url else None
+
+    # broker, coordinator and backend, made on first use and again in a forked child --
+    @property
+    def broker(self) -> Transport:
+        """The transport: moves messages (``broker_url``)."""
         if self._broker is None or self._pid != os.getpid():
             with self._lock:
                 if self._broker is None or self._pid != os.getpid():
-                    from .stores import broker_from_url, check_backend_url
+                    from .stores import check_backend_url, transport_from_url
 
                     # A backend conveyor lacks fails here, at the first send or at worker
                     # start, rather than at the first .get() after work was sent.
                     check_backend_url(self.backend_url)
                     self._adopt_fork()
-                    self._broker = broker_from_url(
+                    self._broker = transport_from_url(
                         self.broker_url,
                         key_prefix=self.conf.redis_key_prefix,
                         transport_options=self.conf.broker_transport_options,
                         use_ssl=self.conf.broker_use_ssl,
                     )
         return self._broker
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """State shared by all workers: leases, rate limits, concurrency slots, unique
+        keys, schedule state, revocations, the worker registry and dead letters. In the
+        broker's store unless ``coordinator_url`` names another; a broker that only
+        moves messages without one is a ConfigurationError here (so at start)."""
+        if self._coordinator is None or self._pid != os.getpid():
+            broker = self.broker  # first: a forked child adopts itself there
+            with self._lock:
+                if self._coordinator is None or self._pid != os.getpid():
+                    from .stores import coordinator_for, coordinator_from_url
+
+                    self._adopt_fork()
+                    url = self.coordinator_url
+                    self._coordinator = (
+                        coordinator_from_url(
+                            url,
+                            key_prefix=self.conf.redis_key_prefix,
+                            transport_options=self.conf.coordinator_transport_options,
+                        )
+                        if url
+                        else coordinator_for(broker)
+                    )
+        return self._coordinator
 
     @property
     def backend(self) -> ResultBackend:
@@ -219,6 +254,7 @@ class Conveyor:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._broker = None
+            self._coordinator = None
             self._backend = None
 
     def _reset_connections(self) -> None:
@@ -226,11 +262,14 @@ class Conveyor:
 
     def close(self) -> None:
         if self._pid == os.getpid():
+            if self._coordinator is not None:
+                self._coordinator.close()
             if self._broker is not None:
                 self._broker.close()
             if self._backend is not None:
                 self._backend.close()
         self._broker = None
+        self._coordinator = None
         self._backend = None
 
     # tasks -------------------------------------------------------------------------

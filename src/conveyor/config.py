@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     # where messages and results live
     "broker_url": None,
     "result_backend": None,
+    # where workers share state (leases, limits, revocations...): None = the broker's store
+    "coordinator_url": None,
+    "coordinator_transport_options": {},  # as broker_transport_options, for coordinator_url
     "broker_connection_retry_on_startup": True,
     "broker_transport_options": {},
     # TLS for rediss:// (Celery's shape: {"ssl_cert_reqs": ssl.CERT_REQUIRED,
@@ -149,6 +152,7 @@ ENVIRONMENT: dict[str, str] = {
     "CONVEYOR_RESULT_BACKEND": "result_backend",
     "CELERY_BROKER_URL": "broker_url",
     "CELERY_RESULT_BACKEND": "result_backend",
+    "CONVEYOR_COORDINATOR_URL": "coordinator_url",
 }
 
 # Broker settings of Celery's that conveyor does not read: setting one is an error (it

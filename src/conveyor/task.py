@@ -330,7 +330,8 @@ class Task(Generic[P, R]):
             idempotency_key = call_key(self, self.idempotency_key, envelope.args, envelope.kwargs)
         if idempotency_key is not None:
             window = idempotency_window or self.idempotency_window
-            first = app.broker.publish_unique(
+            first = app.coordinator.publish_unique(
+                app.broker,
                 queue or self.queue or app.route(self.name),
                 body,
                 key=f"{self.name}:{idempotency_key}",

@@ -1,8 +1,9 @@
-"""The contract suite's fixtures: every broker and every result backend, made fresh for
-each test, so one suite proves that all of them keep the same promises.
+"""The contract suite's fixtures: every transport, coordinator and result backend, made
+fresh for each test, so one suite proves that all of them keep the same promises.
 
 ``redis`` runs on the suite's private redis-server, ``sqlite`` on a file in the test's
-tmp_path, ``memory`` on a state of its own (a unique memory:// URL).
+tmp_path, ``memory`` on a state of its own (a unique memory:// URL). The halves live in
+``transport/``, ``coordination/`` and ``results/``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.stores import coordinator_for, coordinator_from_url
+from conveyor.stores.coordination import Coordinator
 from conveyor.stores.results import ResultBackend
-from conveyor.stores.transport import Broker
+from conveyor.stores.transport import Transport
 
 KINDS = ["redis", "sqlite", "memory"]
 
-MakeBroker = Callable[[], Broker]
+MakeTransport = Callable[[], Transport]
+MakeCoordinator = Callable[[], Coordinator]
 MakeBackend = Callable[..., ResultBackend]
 
 
@@ -30,7 +34,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL both the broker and the backend of this test live at."""
+    """The URL the transport, the coordinator and the backend of this test live at."""
     if kind == "redis":
         redis_url: str = request.getfixturevalue("redis_url")
         return redis_url
@@ -40,25 +44,56 @@ def url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_broker(kind: str, url: str) -> Iterator[MakeBroker]:
-    """Make brokers on the test's URL (several share one store, as processes would)."""
-    made: list[Broker] = []
+def make_transport(kind: str, url: str) -> Iterator[MakeTransport]:
+    """Make transports on the test's URL (several share one store, as processes would)."""
+    made: list[Transport] = []
 
-    def make() -> Broker:
-        from conveyor.stores import broker_from_url
+    def make() -> Transport:
+        from conveyor.stores import transport_from_url
 
-        broker = broker_from_url(url)
-        made.append(broker)
-        return broker
+        transport = transport_from_url(url)
+        made.append(transport)
+        return transport
 
     yield make
-    for broker in made:
-        broker.close()
+    for transport in made:
+        transport.close()
 
 
 @pytest.fixture
-def broker(make_broker: MakeBroker) -> Broker:
-    return make_broker()
+def transport(make_transport: MakeTransport) -> Transport:
+    return make_transport()
+
+
+@pytest.fixture
+def make_coordinator(make_transport: MakeTransport) -> MakeCoordinator:
+    """Make coordinators the default way: each in the store of a transport of its own."""
+
+    def make() -> Coordinator:
+        return coordinator_for(make_transport())
+
+    return make
+
+
+@pytest.fixture
+def coordinator(transport: Transport) -> Coordinator:
+    """The coordinator beside ``transport`` (the default: one store)."""
+    return coordinator_for(transport)
+
+
+@pytest.fixture
+def make_apart_coordinator(url: str) -> Iterator[MakeCoordinator]:
+    """Make coordinators apart from any transport (``coordinator_url``), on the same URL."""
+    made: list[Coordinator] = []
+
+    def make() -> Coordinator:
+        coordinator = coordinator_from_url(url)
+        made.append(coordinator)
+        return coordinator
+
+    yield make
+    for coordinator in made:
+        coordinator.close()
 
 
 @pytest.fixture

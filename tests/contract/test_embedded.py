@@ -17,7 +17,7 @@ from conveyor import Conveyor
 from conveyor.exceptions import ConfigurationError
 from conveyor.stores.sqlite.database import SQLiteBusy, path_from_url
 from conveyor.stores.sqlite.results import SQLiteBackend
-from conveyor.stores.sqlite.transport import SQLiteBroker
+from conveyor.stores.sqlite.transport import SQLiteTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def test_the_default_broker_is_sqlite_in_a_directory_it_creates(
     app = Conveyor("embedded", set_as_current=False)
     try:
         assert app.broker_url == f"sqlite:///{home / 'broker.db'}"
-        assert app.broker.colocated_with(app.backend)
+        assert app.broker.carries_results_of(app.backend)
         app.broker.publish("celery", [b"x"])
         assert (home / "broker.db").exists()
     finally:
@@ -54,7 +54,7 @@ def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_forked_child_uses_its_own_connection(tmp_path: Path) -> None:
-    broker = SQLiteBroker(url_for(tmp_path))
+    broker = SQLiteTransport(url_for(tmp_path))
     broker.publish("q", [b"from-parent"])
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -84,13 +84,13 @@ def _in_another_process(code: str, url: str) -> subprocess.Popen[bytes]:
 
 def test_a_publish_in_another_process_wakes_a_blocked_fetch(tmp_path: Path) -> None:
     url = url_for(tmp_path)
-    broker = SQLiteBroker(url)
+    broker = SQLiteTransport(url)
     consumer = broker.consumer(["q"], "c1", 10.0)
     assert consumer.fetch(1, 0) == []  # the tables exist before the other process starts
     child = _in_another_process(
         """
-        from conveyor.stores.sqlite.transport import SQLiteBroker
-        broker = SQLiteBroker(url)
+        from conveyor.stores.sqlite.transport import SQLiteTransport
+        broker = SQLiteTransport(url)
         time.sleep(0.5)
         broker.publish("q", [repr(time.time()).encode()])
         """,
@@ -132,7 +132,7 @@ def test_a_result_stored_in_another_process_wakes_a_waiter(tmp_path: Path) -> No
 
 
 def test_a_dead_waiter_costs_a_publisher_nothing(tmp_path: Path) -> None:
-    broker = SQLiteBroker(url_for(tmp_path))
+    broker = SQLiteTransport(url_for(tmp_path))
     broker.consumer(["q"], "c1", 10.0).fetch(1, 0)
     conn = sqlite3.connect(tmp_path / "conveyor.db")
     with conn:
@@ -159,7 +159,7 @@ def test_expired_results_are_swept(tmp_path: Path) -> None:
 
 def test_a_lock_held_too_long_is_a_connection_error(tmp_path: Path) -> None:
     url = url_for(tmp_path)
-    broker = SQLiteBroker(url + "?busy_timeout=0.2")
+    broker = SQLiteTransport(url + "?busy_timeout=0.2")
     broker.publish("q", [b"x"])  # creates the tables
     blocker = sqlite3.connect(tmp_path / "conveyor.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -180,7 +180,7 @@ def test_the_write_ahead_log_stays_bounded(tmp_path: Path) -> None:
     from conveyor.stores.sqlite.checkpointer import BACKSTOP_PAGES
     from conveyor.stores.sqlite.database import PAGE_SIZE
 
-    broker = SQLiteBroker(url_for(tmp_path))
+    broker = SQLiteTransport(url_for(tmp_path))
     wal = tmp_path / "conveyor.db-wal"
     largest = 0
     for i in range(20_000):  # ~3 log pages each: 60,000 pages if never checkpointed

@@ -44,7 +44,7 @@ class ThreadWorker:
         self.thread.start()
         hostname = self.worker.hostname
         wait_for(
-            lambda: any(w["hostname"] == hostname for w in self.app.broker.workers()),
+            lambda: any(w["hostname"] == hostname for w in self.app.coordinator.workers()),
             10,
             what="the thread worker to be ready",
         )
@@ -58,8 +58,9 @@ class ThreadWorker:
 class Cluster:
     """Start workers of the test app on the test's broker, the same way on every kind."""
 
-    def __init__(self, kind: str, url: str, app: Conveyor, record_dir: Path,
-                 spawn_worker: Any) -> None:
+    def __init__(
+        self, kind: str, url: str, app: Conveyor, record_dir: Path, spawn_worker: Any
+    ) -> None:
         self.kind = kind
         self.url = url
         self.app = app

@@ -11,8 +11,8 @@ import pytest
 
 from conveyor import states
 from conveyor.exceptions import MessageError
+from conveyor.stores.coordination import DeadLetter
 from conveyor.stores.redis.keys import RedisKeys
-from conveyor.stores.transport import DeadLetter
 
 from ..support import RedisServer, wait_for
 
@@ -22,7 +22,7 @@ KEYS = RedisKeys("conveyor")
 
 
 def _dead_letters(app_module: ModuleType) -> list[DeadLetter]:
-    return app_module.app.broker.dead_letters()
+    return app_module.app.coordinator.dead_letters()
 
 
 def _still_works(app_module: ModuleType) -> None:

@@ -88,7 +88,7 @@ def ticks(envelopes: list[Envelope]) -> list[float]:
 
 
 def leader_pid(app: Conveyor) -> int | None:
-    owner = app.broker.lease_owner("beat")
+    owner = app.coordinator.lease_owner("beat")
     return int(owner.split(":")[1]) if owner else None
 
 

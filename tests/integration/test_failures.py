@@ -107,7 +107,7 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_after_max_deliveries(
     r = redis.Redis.from_url(redis_url)
     assert int(r.get("poison-runs:x")) == 3
     assert result.state == states.REJECTED
-    assert any("poison" in d.body.decode() for d in failures.app.broker.dead_letters())
+    assert any("poison" in d.body.decode() for d in failures.app.coordinator.dead_letters())
     # the worker goes on
     assert failures.quick.delay(7).get(timeout=10) == 7
     assert "ready." in worker.output()

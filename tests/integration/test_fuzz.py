@@ -139,7 +139,7 @@ def test_fuzzed_messages_are_dead_lettered_and_good_tasks_still_run(
         wait_for(lambda: _dead_count(sender) == seen.total(), 20, what="the dead letters")
 
     feed()
-    letters = sender.broker.dead_letters(limit=1_000_000)
+    letters = sender.coordinator.dead_letters(limit=1_000_000)
     assert Counter(letter.body for letter in letters) == seen
     assert all(letter.reason and letter.queue == "celery" for letter in letters)
     assert worker.process.poll() is None
@@ -148,4 +148,4 @@ def test_fuzzed_messages_are_dead_lettered_and_good_tasks_still_run(
 
 
 def _dead_count(app: Conveyor) -> int:
-    return len(app.broker.dead_letters(limit=1_000_000))
+    return len(app.coordinator.dead_letters(limit=1_000_000))

@@ -39,7 +39,7 @@ def refused(app: Conveyor, task_id: str, reason: str) -> None:
     with pytest.raises(MessageError, match=re.escape(reason)):
         result.get(timeout=10)
     assert result.state == states.REJECTED
-    (letter,) = [d for d in app.broker.dead_letters() if reason in d.reason]
+    (letter,) = [d for d in app.coordinator.dead_letters() if reason in d.reason]
     assert letter.queue == "celery"
 
 
@@ -92,7 +92,7 @@ def test_a_message_over_the_size_limit_is_dead_lettered_on_receipt(
     body = encode_envelope(Envelope(id="big-1", task=f"{APP}.echo", args=["x" * 5000]))
     push(app, body)
     refused(app, "big-1", "message of 5,")
-    assert "is over broker_max_message_size (2,000)" in app.broker.dead_letters()[0].reason
+    assert "is over broker_max_message_size (2,000)" in app.coordinator.dead_letters()[0].reason
     assert app.send_task(f"{APP}.echo", args=["small"]).get(timeout=10) == "small"
 
 
@@ -119,6 +119,6 @@ def test_envelope_fields_are_validated_as_a_whole(
     spawn_worker(APP, worker_broker_url, "-c", "1")
     push(app, body)
     app.send_task(ADD, args=[1, 1]).get(timeout=10)
-    (letter,) = app.broker.dead_letters()
+    (letter,) = app.coordinator.dead_letters()
     assert reason in letter.reason
     assert letter.body == body

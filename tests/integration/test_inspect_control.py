@@ -191,7 +191,7 @@ def test_cli_inspect_and_control(
     assert json.loads(done.stdout) == {name: {"ok": "pool will grow by 1"}}
     wait_for(lambda: len(_processes(client, name)) == 2, 15, what="two processes")
     done = run_cli(worker_broker_url, "-A", APP, "control", "rate_limit", ADD, "5/s")
-    assert done.returncode == 0 and client.broker.rate_limits() == {ADD: "5/s"}
+    assert done.returncode == 0 and client.coordinator.rate_limits() == {ADD: "5/s"}
     done = run_cli(worker_broker_url, "-A", APP, "inspect", "ping", "-d", "nobody@x")
     assert done.returncode == 1
     assert "No nodes replied within time constraint" in done.stderr

@@ -146,9 +146,9 @@ def test_acks_on_failure_or_timeout_off_dead_letters_failures(
     timed_out = limits.ignores_soft_limit.delay("dl")
     with pytest.raises(TimeLimitExceeded):
         timed_out.get(timeout=15)
-    broker = limits.app.broker
-    wait_for(lambda: len(broker.dead_letters()) == 2, 10, what="two dead letters")
-    reasons = sorted(d.reason for d in broker.dead_letters())
+    dlq = limits.app.coordinator
+    wait_for(lambda: len(dlq.dead_letters()) == 2, 10, what="two dead letters")
+    reasons = sorted(d.reason for d in dlq.dead_letters())
     assert reasons[0].startswith("failed with TimeLimitExceeded")
     assert reasons[1].startswith("failed with ValueError: nope")
     assert all("task_acks_on_failure_or_timeout is off" in r for r in reasons)

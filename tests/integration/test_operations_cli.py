@@ -57,15 +57,15 @@ def test_revoke_command(basic: Any, worker_broker_url: str, spawn_worker: Any) -
 
 def test_dlq_list_show_replay_purge(basic: Any, worker_broker_url: str, spawn_worker: Any) -> None:
     redis_url = worker_broker_url
-    broker = basic.app.broker
+    dlq = basic.app.coordinator
     good = Envelope(id="replayed-task", task="tests.apps.basic.add", args=[20, 22])
-    broker.dead_letter(encode_envelope(good), "celery", "parked by hand")
-    broker.dead_letter(b"\xff not a message", "celery", "undecodable")
+    dlq.dead_letter(encode_envelope(good), "celery", "parked by hand")
+    dlq.dead_letter(b"\xff not a message", "celery", "undecodable")
 
     listed = conveyor(redis_url, "dlq", "list")
     assert listed.returncode == 0, listed.stderr
     assert "parked by hand" in listed.stdout and "undecodable" in listed.stdout
-    letter = next(d for d in broker.dead_letters() if d.reason == "parked by hand")
+    letter = next(d for d in dlq.dead_letters() if d.reason == "parked by hand")
 
     shown = conveyor(redis_url, "dlq", "show", letter.id)
     assert "tests.apps.basic.add" in shown.stdout and "parked by hand" in shown.stdout
@@ -79,8 +79,8 @@ def test_dlq_list_show_replay_purge(basic: Any, worker_broker_url: str, spawn_wo
     assert replayed.returncode == 0, replayed.stderr
     spawn_worker(APP, redis_url, "-c", "1")
     assert basic.app.AsyncResult("replayed-task").get(timeout=10) == 42
-    assert [d.reason for d in broker.dead_letters()] == ["undecodable"]
+    assert [d.reason for d in dlq.dead_letters()] == ["undecodable"]
 
     purged = conveyor(redis_url, "dlq", "purge", "-f")
     assert "Deleted 1 dead letter" in purged.stdout
-    wait_for(lambda: broker.dead_letters() == [], 5, what="empty dlq")
+    wait_for(lambda: dlq.dead_letters() == [], 5, what="empty dlq")

@@ -42,8 +42,9 @@ def test_garbage_is_dead_lettered_and_the_worker_goes_on(
     worker = spawn_worker("tests.apps.basic", sqlite_url, "-c", "1")
     broker = basic_sqlite.app.broker
     broker.publish("celery", [body])
-    wait_for(lambda: len(broker.dead_letters()) == 1, 10, what="the dead letter")
-    (letter,) = broker.dead_letters()
+    dlq = basic_sqlite.app.coordinator
+    wait_for(lambda: len(dlq.dead_letters()) == 1, 10, what="the dead letter")
+    (letter,) = dlq.dead_letters()
     assert letter.body == body and letter.reason
     assert basic_sqlite.add.delay(20, 22).get(timeout=10) == 42
     assert worker.process.poll() is None

@@ -11,7 +11,7 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.exceptions import ConfigurationError
-from conveyor.stores import backend_from_url, broker_from_url
+from conveyor.stores import backend_from_url, transport_from_url
 from conveyor.stores.redis.topology import RedisOptions, parse_sentinel_url
 
 from ..support_cluster import SentinelSetup
@@ -44,7 +44,7 @@ def test_a_sentinel_setting_conveyor_cannot_read_is_a_clear_error(
     url: str, options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        broker_from_url(url, transport_options=options)
+        transport_from_url(url, transport_options=options)
     with pytest.raises(ConfigurationError, match=message):
         RedisOptions.read(url, options)
 
@@ -70,7 +70,7 @@ def test_broker_and_backend_use_the_master_the_sentinels_name(
     sentinel: SentinelSetup,
 ) -> None:
     options = {"master_name": sentinel.master_name}
-    broker = broker_from_url(sentinel.url(), transport_options=options)
+    broker = transport_from_url(sentinel.url(), transport_options=options)
     backend = backend_from_url(sentinel.url(), transport_options=options)
     try:
         broker.publish("q", [b"one", b"two"])

@@ -102,7 +102,7 @@ def test_only_messages_signed_by_the_store_run(
         with pytest.raises(MessageError, match=re.escape(reason)):
             result.get(timeout=10)
         assert result.state == states.REJECTED
-    letters = plain.broker.dead_letters()
+    letters = plain.coordinator.dead_letters()
     assert len(letters) == 3
     for reason in reasons.values():
         assert len([letter for letter in letters if reason in letter.reason]) == 1, reason

@@ -11,7 +11,7 @@ import pytest
 
 from conveyor import Conveyor, states
 from conveyor.exceptions import SoftTimeLimitExceeded
-from conveyor.stores.transport import BrokerConsumer
+from conveyor.stores.transport import TransportConsumer
 from conveyor.worker.attempt import Attempt
 from conveyor.worker.executor import DEFERRED, Executor
 from conveyor.worker.hooks import WorkerHooks
@@ -46,7 +46,7 @@ class Worker:
     def __init__(self, app: Conveyor, consumer_id: str = "c1") -> None:
         self.app = app
         self.consumer_id = consumer_id
-        self.consumer: BrokerConsumer = app.broker.consumer(
+        self.consumer: TransportConsumer = app.broker.consumer(
             ["celery"], consumer_id, 30, results=app.backend
         )
         self.watcher = Watcher()
@@ -123,7 +123,7 @@ def test_a_message_that_cannot_run_settles_without_executing(app: Conveyor) -> N
     worker.consumer.flush()
     assert worker.watcher.seen == []  # never started
     assert worker.leased() == 0
-    (letter,) = app.broker.dead_letters()
+    (letter,) = app.coordinator.dead_letters()
     assert letter.body == b"not a message"
 
 

@@ -164,11 +164,11 @@ def test_one_beat_leads_and_another_takes_over_when_it_stops(app: Conveyor) -> N
     one = Scheduler(app, owner="one", lease_seconds=5)
     two = Scheduler(app, owner="two", lease_seconds=5)
     assert one.lease.hold() and not two.lease.hold()
-    assert app.broker.lease_owner("beat") == "one"
+    assert app.coordinator.lease_owner("beat") == "one"
     assert two.tick() == two.lease.retry_every  # a follower only waits
     one.close()  # a clean stop drops the lease
     assert two.lease.hold()
-    assert app.broker.lease_owner("beat") == "two"
+    assert app.coordinator.lease_owner("beat") == "two"
 
 
 def test_on_after_configure_and_add_periodic_task_as_celery_users_write_them(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import redis
 
 if TYPE_CHECKING:
-    from ..stores.transport import Broker
+    from ..stores.coordination import Leases
 
 __all__ = ["LeaderLease", "default_owner"]
 
@@ -43,13 +43,13 @@ def default_owner() -> str:
 class LeaderLease:
     def __init__(
         self,
-        broker: Broker,
+        leases: Leases,
         name: str,
         owner: str,
         ttl: float,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.broker = broker
+        self.leases = leases
         self.name = name
         self.owner = owner
         self.ttl = float(ttl)
@@ -74,7 +74,7 @@ class LeaderLease:
         if now < self._valid_until and now - self._renewed < self.renew_every:
             return True
         try:
-            held = self.broker.hold_lease(self.name, self.owner, self.ttl)
+            held = self.leases.hold_lease(self.name, self.owner, self.ttl)
         except TRANSIENT as exc:
             logger.warning("beat: cannot reach the broker to hold the lease (%s)", exc)
             held = False
@@ -105,6 +105,6 @@ class LeaderLease:
         self._leading = False
         self._valid_until = 0.0
         try:
-            self.broker.drop_lease(self.name, self.owner)
+            self.leases.drop_lease(self.name, self.owner)
         except TRANSIENT as exc:  # it expires by itself
             logger.debug("beat: could not drop the lease (%s)", exc)

@@ -114,7 +114,7 @@ class Scheduler:
         self.entries = entries if entries is not None else entries_of(app)
         self.max_interval = float(conf.beat_max_loop_interval or 5.0)
         ttl = float(lease_seconds or conf.beat_lease_seconds)
-        self.lease = LeaderLease(app.broker, LEASE_NAME, owner or default_owner(), ttl)
+        self.lease = LeaderLease(app.coordinator, LEASE_NAME, owner or default_owner(), ttl)
 
     def tick(self) -> float:
         """Send what is due, if this process leads; returns seconds until the next look."""
@@ -123,8 +123,8 @@ class Scheduler:
         if not self.lease.hold():
             return self.lease.wait_hint()
         now = self.clock()
-        broker = self.app.broker
-        state = broker.schedule_state([e.name for e in self.entries])
+        coordinator = self.app.coordinator
+        state = coordinator.schedule_state([e.name for e in self.entries])
         recorded: dict[str, float] = {}
         wake = now + self.max_interval
         try:
@@ -140,7 +140,7 @@ class Scheduler:
                 wake = min(wake, entry.schedule.next_due(last, self.tz))
         finally:
             if recorded:
-                broker.record_schedule_state(recorded)
+                coordinator.record_schedule_state(recorded)
         return max(0.0, min(wake - self.clock(), self.lease.wait_hint()))
 
     def send(self, entry: Entry, due: float) -> str:

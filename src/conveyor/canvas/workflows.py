@@ -391,7 +391,7 @@ class chord(Signature[Any]):
             gid,
             members,
             join_message(new.body, gid, placement, entry_errbacks(new.body)),
-            app.broker.colocated_with(app.backend),
+            app.broker.carries_results_of(app.backend),
         )
         # The record first: a header task may finish before the last one is even sent.
         app.backend.chord_start(spec)

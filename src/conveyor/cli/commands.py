@@ -119,7 +119,7 @@ def status(obj: AppContext, as_json: bool) -> None:
     app = obj.app
     broker = app.broker
     queues = broker.queues()
-    workers = broker.workers()
+    workers = app.coordinator.workers()
     if as_json:
         click.echo(
             json.dumps(

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from ..stores.coordination import replay_dead_letters
 from .main import AppContext
 
 
@@ -44,7 +45,7 @@ def _when(timestamp: float) -> str:
 @click.pass_obj
 def dlq_list(obj: AppContext, limit: int, as_json: bool) -> None:
     """List the newest dead letters."""
-    letters = obj.app.broker.dead_letters(limit=limit)
+    letters = obj.app.coordinator.dead_letters(limit=limit)
     if as_json:
         click.echo(
             json.dumps(
@@ -67,7 +68,7 @@ def dlq_list(obj: AppContext, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def dlq_show(obj: AppContext, letter_id: str) -> None:
     """Show one dead letter, with its message body."""
-    letter = obj.app.broker.dead_letter_by_id(letter_id)
+    letter = obj.app.coordinator.dead_letter_by_id(letter_id)
     if letter is None:
         raise click.ClickException(f"no dead letter with id {letter_id!r} (see 'dlq list')")
     click.echo(f"id:     {letter.id}\nqueue:  {letter.queue}\ntime:   {_when(letter.time)}")
@@ -85,7 +86,9 @@ def dlq_replay(obj: AppContext, letter_ids: tuple[str, ...], replay_all: bool) -
         raise click.UsageError("give dead-letter ids, or --all")
     if letter_ids and replay_all:
         raise click.UsageError("give dead-letter ids or --all, not both")
-    count = obj.app.broker.replay_dead_letters(None if replay_all else list(letter_ids))
+    app = obj.app
+    chosen = None if replay_all else list(letter_ids)
+    count = replay_dead_letters(app.coordinator, app.broker, chosen)
     if letter_ids and count < len(letter_ids):
         raise click.ClickException(f"replayed {count} of {len(letter_ids)}: some ids are unknown")
     click.echo(f"Replayed {count} message{'s' if count != 1 else ''}.")
@@ -98,7 +101,7 @@ def dlq_purge(obj: AppContext, force: bool) -> None:
     """Delete every dead letter."""
     if not force:
         click.confirm("Delete every dead letter? This cannot be undone", abort=True)
-    count = obj.app.broker.remove_dead_letters(None)
+    count = obj.app.coordinator.remove_dead_letters(None)
     click.echo(f"Deleted {count} dead letter{'s' if count != 1 else ''}.")
 
 

@@ -132,7 +132,7 @@ def wait_ready(app: Conveyor, nodes: Sequence[WorkerNode], timeout: float) -> fl
     while True:
         for node in nodes:
             node.check()
-        alive = {str(info.get("hostname")) for info in app.broker.workers()}
+        alive = {str(info.get("hostname")) for info in app.coordinator.workers()}
         if wanted <= alive:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:

@@ -86,7 +86,7 @@ class Control:
             raise ConfigurationError(f"timeout must be positive, got {timeout}")
         broker = self.app.broker
         wanted = parse_destination(destination)
-        alive = [str(w["hostname"]) for w in broker.workers() if "hostname" in w]
+        alive = [str(w["hostname"]) for w in self.app.coordinator.workers() if "hostname" in w]
         targets = [name for name in alive if wanted is None or name in wanted]
         if not targets:
             return [] if reply else None
@@ -172,7 +172,7 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         name = _signal_name(signal) if terminate else None
         ttl = float(self.app.conf.worker_revoke_expires)
-        self.app.broker.revoke(ids, ttl, terminate=name)
+        self.app.coordinator.revoke(ids, ttl, terminate=name)
 
     def rate_limit(
         self,
@@ -188,10 +188,10 @@ class Control:
         Stored in the broker; every worker reads it within a second (worker/admission.py).
         """
         if rate_limit is None:
-            self.app.broker.set_rate_limit(task_name, None)
+            self.app.coordinator.set_rate_limit(task_name, None)
             return
         parse_rate(rate_limit)  # refuse a bad rate here, not in every worker
-        self.app.broker.set_rate_limit(task_name, str(rate_limit))
+        self.app.coordinator.set_rate_limit(task_name, str(rate_limit))
 
 
 class Inspect:

@@ -1,47 +1,80 @@
 """Stores: where messages, results and shared worker state live, chosen by URL scheme.
 
 Each store is a package (``redis/``, ``sqlite/``, ``memory/``) holding its transport,
-its result backend and its coordination pieces side by side; the interfaces they
-implement are ``transport.py`` and ``results.py`` beside this file.
+its result backend and its coordinator side by side; the interfaces they implement are
+``transport.py``, ``coordination.py`` and ``results.py`` beside this file.
+
+    transport_from_url     broker_url        moves messages
+    coordinator_from_url   coordinator_url   shared worker state (default: the broker's store)
+    backend_from_url       result_backend    results and states
+
+Another transport plugs in by scheme with :func:`register_transport`; one that keeps no
+coordination state (AMQP) pairs with a coordinator on another store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .coordination import CoordinatingStore, Coordinator, DeadLetter, Revocations
 from .redis.topology import REDIS_SCHEMES
 from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
-from .transport import Broker, BrokerConsumer, DeadLetter, Delivery, QueueStats, ResultWrite
+from .transport import (
+    Delivery,
+    LeasedDeliveries,
+    QueueStats,
+    ResultWrite,
+    Transport,
+    TransportConsumer,
+    require_leases,
+)
 from .urls import masked
 
 __all__ = [
-    "Broker",
-    "BrokerConsumer",
+    "CoordinatingStore",
+    "Coordinator",
     "DeadLetter",
     "Delivery",
+    "LeasedDeliveries",
     "QueueStats",
     "ResultBackend",
     "ResultMeta",
     "ResultWrite",
+    "Revocations",
+    "Transport",
+    "TransportConsumer",
     "backend_from_url",
-    "broker_from_url",
     "check_backend_url",
+    "coordinator_for",
+    "coordinator_from_url",
     "decode_meta",
     "encode_meta",
+    "register_transport",
+    "require_leases",
+    "transport_from_url",
 ]
+
+TransportFactory = Callable[..., Transport]
+_plugins: dict[str, TransportFactory] = {}
+
+
+def register_transport(scheme: str, factory: TransportFactory) -> None:
+    """Make ``scheme://`` URLs build their transport with ``factory(url, **options)``."""
+    _plugins[scheme.lower()] = factory
 
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-def broker_from_url(url: str, **options: Any) -> Broker:
+def transport_from_url(url: str, **options: Any) -> Transport:
     scheme = _scheme(url)
     if scheme in REDIS_SCHEMES:
-        from .redis.transport import RedisBroker
+        from .redis.transport import RedisTransport
 
-        return RedisBroker(
+        return RedisTransport(
             url,
             key_prefix=options.get("key_prefix", "conveyor"),
             transport_options=options.get("transport_options"),
@@ -49,15 +82,18 @@ def broker_from_url(url: str, **options: Any) -> Broker:
         )
     _no_tls(url, options.get("use_ssl"), "broker_use_ssl")
     if scheme == "sqlite":
-        from .sqlite.transport import SQLiteBroker
+        from .sqlite.transport import SQLiteTransport
 
-        return SQLiteBroker(url)
+        return SQLiteTransport(url)
     if scheme == "memory":
-        from .memory.transport import MemoryBroker
+        from .memory.transport import MemoryTransport
 
-        return MemoryBroker(url)
+        return MemoryTransport(url)
+    if scheme in _plugins:
+        return _plugins[scheme](url, **options)
     raise ConfigurationError(
-        f"unsupported broker URL {url!r}: expected redis://, rediss://, unix://, sentinel://, "
+        f"unsupported broker URL {masked(url)!r}: expected redis://, rediss://, unix://, "
+        "sentinel://, "
         "sqlite:///path or memory://"
     )
 
@@ -84,6 +120,43 @@ def _unsupported_backend(url: str) -> str:
         f"unsupported result backend {masked(url)!r}: expected redis://, rediss://, "
         "unix://, sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, "
         "database, Django or cache backends)"
+    )
+
+
+def coordinator_from_url(url: str, **options: Any) -> Coordinator:
+    """A coordinator standing apart from any transport (``coordinator_url``)."""
+    scheme = _scheme(url)
+    if scheme in REDIS_SCHEMES:
+        from .redis.coordination import RedisCoordinator
+
+        return RedisCoordinator(
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            transport_options=options.get("transport_options"),
+        )
+    if scheme == "sqlite":
+        from .sqlite.coordination import SQLiteCoordinator
+
+        return SQLiteCoordinator(url)
+    if scheme == "memory":
+        from .memory.coordination import MemoryCoordinator
+
+        return MemoryCoordinator(url)
+    raise ConfigurationError(
+        f"unsupported coordinator URL {masked(url)!r}: expected redis://, rediss://, "
+        "unix://, sentinel://, sqlite:///path or memory://"
+    )
+
+
+def coordinator_for(transport: Transport) -> Coordinator:
+    """The coordinator in ``transport``'s own store (the default), or a
+    ConfigurationError when that store keeps no coordination state."""
+    if isinstance(transport, CoordinatingStore):
+        return transport.coordination()
+    raise ConfigurationError(
+        f"the broker {masked(transport.url)} only moves messages: set coordinator_url to "
+        "a redis:// or sqlite:/// URL to hold leases, rate limits, revocations and the "
+        "worker registry"
     )
 
 

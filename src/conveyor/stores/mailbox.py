@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from .transport import Broker
+    from .transport import Transport
 
 __all__ = ["Mailbox", "mailbox_for"]
 
@@ -55,10 +55,10 @@ class Mailbox(ABC):
         child's prefetched messages, for ``inspect reserved``)."""
 
 
-_MAILBOXES: weakref.WeakKeyDictionary[Broker, Mailbox] = weakref.WeakKeyDictionary()
+_MAILBOXES: weakref.WeakKeyDictionary[Transport, Mailbox] = weakref.WeakKeyDictionary()
 
 
-def mailbox_for(broker: Broker) -> Mailbox:
+def mailbox_for(broker: Transport) -> Mailbox:
     """The mailbox that lives in the same store as ``broker`` (one per broker object)."""
     mailbox = _MAILBOXES.get(broker)
     if mailbox is None:
@@ -67,22 +67,22 @@ def mailbox_for(broker: Broker) -> Mailbox:
     return mailbox
 
 
-def _make(broker: Broker) -> Mailbox:
+def _make(broker: Transport) -> Mailbox:
     # By the broker's class, not its URL scheme: redis://, rediss://, unix:// and
-    # sentinel:// all make a RedisBroker.
-    from .memory.transport import MemoryBroker
-    from .redis.transport import RedisBroker
-    from .sqlite.transport import SQLiteBroker
+    # sentinel:// all make a RedisTransport.
+    from .memory.transport import MemoryTransport
+    from .redis.transport import RedisTransport
+    from .sqlite.transport import SQLiteTransport
 
-    if isinstance(broker, RedisBroker):
+    if isinstance(broker, RedisTransport):
         from .redis.mailbox import RedisMailbox
 
         return RedisMailbox(broker)
-    if isinstance(broker, SQLiteBroker):
+    if isinstance(broker, SQLiteTransport):
         from .sqlite.mailbox import SQLiteMailbox
 
         return SQLiteMailbox(broker)
-    if isinstance(broker, MemoryBroker):
+    if isinstance(broker, MemoryTransport):
         from .memory.mailbox import MemoryMailbox
 
         return MemoryMailbox(broker)

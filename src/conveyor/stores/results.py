@@ -140,6 +140,10 @@ class ChordSpec:
 
 class ResultBackend(ABC):
     url: str
+    # Where the records live, e.g. "redis://host:6379/0 conveyor": a transport with the
+    # same location writes them in its acks (Transport.carries_results_of).
+    location: str
+    expires: float  # seconds a record is kept (result_expires)
 
     @abstractmethod
     def store(self, task_id: str, payload: bytes, final: bool) -> None:

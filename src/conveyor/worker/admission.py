@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ..limits import call_key, parse_rate
+from ..stores.transport import require_leases
 
 if TYPE_CHECKING:
     from ..app import Conveyor
     from ..message import Envelope
-    from ..stores.transport import Broker, Delivery
+    from ..stores.transport import Delivery, Transport
     from ..task import Task
 
 __all__ = ["Admission", "AdmissionGate"]
@@ -69,9 +70,10 @@ class AdmissionGate:
     """One consumer's gate, shared by the attempts it feeds (each holds its own slot in
     the :class:`Admission` it was given; the gate holds none)."""
 
-    def __init__(self, app: Conveyor, broker: Broker, consumer_id: str) -> None:
+    def __init__(self, app: Conveyor, broker: Transport, consumer_id: str) -> None:
         self.app = app
-        self.broker = broker
+        self.leases = require_leases(broker, "deferring rate-limited tasks")
+        self.coordinator = app.coordinator
         self.consumer_id = consumer_id
         conf = app.conf
         self.acks_late_default = bool(conf.task_acks_late)
@@ -91,7 +93,7 @@ class AdmissionGate:
     def _refresh(self, now: float) -> None:
         self._refresh_at = now + REFRESH_SECONDS
         try:
-            self._overrides = {n: parse_rate(r) for n, r in self.broker.rate_limits().items()}
+            self._overrides = {n: parse_rate(r) for n, r in self.coordinator.rate_limits().items()}
         except NotImplementedError:
             self._overrides = {}
         except (*TRANSIENT, ValueError) as exc:
@@ -116,7 +118,7 @@ class AdmissionGate:
         """Truthy: run it now (holding the returned concurrency slot, if any, until
         :meth:`release`). Falsy: it was deferred in the broker. Raises
         ConfigurationError when its key cannot be read."""
-        broker = self.broker
+        coordinator = self.coordinator
         slot: tuple[str, str] | None = None
         limit = task.concurrency_limit
         if limit:
@@ -126,15 +128,15 @@ class AdmissionGate:
             # An early-acked message leaves the in-flight set before it runs: its slot is
             # then held by the consumer's lease alone.
             slot = (slot_key, delivery.tag if acks_late else "")
-            if not broker.acquire_slot(slot_key, int(limit), self.consumer_id, slot[1]):
+            if not coordinator.acquire_slot(slot_key, int(limit), self.consumer_id, slot[1]):
                 self._defer(delivery, self._backoff(envelope.id), "concurrency limit")
                 return DEFERRED
         rate = self.rate_of(task)
         if rate is not None:
-            wait = broker.acquire_rate(task.name, rate, envelope.id)
+            wait = coordinator.acquire_rate(task.name, rate, envelope.id)
             if wait > 0:
                 if slot is not None:
-                    broker.release_slot(slot[0], self.consumer_id, slot[1])
+                    coordinator.release_slot(slot[0], self.consumer_id, slot[1])
                 self._defer(delivery, wait, "rate limit")
                 return DEFERRED
         self._turned_away.pop(envelope.id, None)
@@ -145,7 +147,7 @@ class AdmissionGate:
         slot = admission.slot
         if slot is not None:
             try:
-                self.broker.release_slot(slot[0], self.consumer_id, slot[1])
+                self.coordinator.release_slot(slot[0], self.consumer_id, slot[1])
             except TRANSIENT as exc:  # the slot lapses with the delivery or the lease
                 logger.debug("could not release a concurrency slot: %s", exc)
 
@@ -158,4 +160,4 @@ class AdmissionGate:
 
     def _defer(self, delivery: Delivery, delay: float, why: str) -> None:
         logger.debug("deferred a message by %.3fs (%s)", delay, why)
-        self.broker.defer(self.consumer_id, delivery, delay)
+        self.leases.defer(self.consumer_id, delivery, delay)

@@ -30,7 +30,7 @@ from ..exceptions import (
 from ..message import Envelope, decode_envelope, message_head
 from ..serializers import accepted
 from ..stores.results import ResultMeta, encode_meta, error_meta
-from ..stores.transport import BrokerConsumer, Delivery, ResultWrite
+from ..stores.transport import Delivery, ResultWrite, TransportConsumer
 from ..task import Context, Task, push_request
 from .admission import AdmissionGate
 from .attempt import Attempt
@@ -74,7 +74,7 @@ class Executor:
     def __init__(
         self,
         app: Conveyor,
-        consumer: BrokerConsumer,
+        consumer: TransportConsumer,
         consumer_id: str,
         hostname: str,
         hooks: WorkerHooks,
@@ -332,7 +332,7 @@ class Executor:
         tb = traceback_module.format_exc()
         self.hooks.task_failed(request, exc, tb, runtime)
         if not self.acks_on_failure:
-            self.broker.dead_letter(delivery.body, delivery.queue, failure_reason(exc))
+            self.app.coordinator.dead_letter(delivery.body, delivery.queue, failure_reason(exc))
         if in_workflow(request):
             write = self._error_write(request, states.FAILURE, exc, tb)
             self.workflow.failed(request, write, exc, tb, store)
@@ -365,7 +365,7 @@ class Executor:
         return Outcome(self._error_write(request, states.REVOKED, exc, None), states.REVOKED)
 
     def _reject(self, delivery: Delivery, request: Context | None, reason: str) -> Outcome:
-        self.broker.dead_letter(delivery.body, delivery.queue, reason)
+        self.app.coordinator.dead_letter(delivery.body, delivery.queue, reason)
         self.hooks.task_rejected(request, reason)
         if request is None or request.id is None:
             return Outcome(None, states.REJECTED)

@@ -15,6 +15,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, ClassVar
 
+from ..stores.transport import require_leases
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop, LoopConfig
@@ -136,7 +137,7 @@ class ThreadsPool(Pool):
         worker = self.worker
         for loop in self.loops:
             try:
-                worker.app.broker.reclaim(loop.consumer_id)
+                require_leases(worker.app.broker, "cold shutdown").reclaim(loop.consumer_id)
             except Exception as exc:  # pragma: no cover - broker gone; leases will lapse
                 logger.warning("could not requeue on cold shutdown: %s", exc)
         worker.retire()
@@ -182,7 +183,7 @@ class SoloPool(ThreadsPool):
 
 def _refresh(app: Conveyor, revocations: RevocationCache) -> None:
     try:
-        revocations.refresh(app.broker)
+        revocations.refresh(app.coordinator)
     except TRANSIENT as exc:
         logger.warning("could not read revocations yet (%s); the keeper will retry", exc)
 

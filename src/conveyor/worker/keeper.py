@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from ..stores.transport import require_leases
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .timelimits import GRACE_SECONDS, Deadlines
@@ -80,17 +81,20 @@ class LeaseKeeper(threading.Thread):
 
     def tick(self) -> None:
         now = time.monotonic()
-        broker = self.app.broker
+        leases = require_leases(self.app.broker, "the keeper")
+        coordinator = self.app.coordinator
         self.give_back_stalled(now)
         if self.pool is not None:
             self.enforce(self.pool, now)
         if now - self._last_renew >= self.interval:
             self._last_renew = now
-            broker.renew([loop.consumer_id for loop in self.loops], self.lease)
+            consumer_ids = [loop.consumer_id for loop in self.loops]
+            leases.renew(consumer_ids, self.lease)
+            coordinator.renew_holders(consumer_ids, self.lease)
             if self.revocations is not None:
-                self.revocations.refresh(broker)
+                self.revocations.refresh(coordinator)
             if self.reclaim:
-                moved = broker.reclaim()
+                moved = leases.reclaim()
                 if moved:
                     logger.warning("requeued %d tasks from workers that stopped renewing", moved)
             if self.on_tick is not None:

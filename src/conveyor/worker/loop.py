@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from ..stores.transport import BrokerConsumer, Delivery, ResultWrite
+from ..stores.transport import Delivery, ResultWrite, TransportConsumer
 from .attempt import Attempt
 from .executor import AttemptWatcher, Executor
 from .hooks import WorkerHooks
@@ -100,7 +100,7 @@ class ConsumeLoop:
         self.lease_seconds = float(app.conf.worker_lease_seconds)
         self.on_ready = on_ready
         self.thread_id = 0  # the thread the loop runs on (where its attempts run)
-        self._consumer: BrokerConsumer | None = None
+        self._consumer: TransportConsumer | None = None
 
     # run ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -146,7 +146,7 @@ class ConsumeLoop:
             return True
         return self.max_tasks is not None and self.tasks_run >= self.max_tasks
 
-    def _open(self) -> BrokerConsumer:
+    def _open(self) -> TransportConsumer:
         if self._consumer is None:
             app = self.app
             consumer = app.broker.consumer(

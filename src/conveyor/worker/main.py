@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..exceptions import ConfigurationError
 from ..observe.observer import WorkerObserver
+from ..stores.transport import require_leases
 from .hooks import WorkerHooks
 from .identity import expand_hostname
 from .logs import LoggingListener
@@ -93,6 +94,9 @@ class Worker:
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
+        # What the configuration lacks fails here, at start, not mid-run.
+        require_leases(self.app.broker, f"the {self.pool} pool")
+        _ = self.app.coordinator
         self._subscribe_task_handlers()
         _ = self.observer  # made now that the app's tasks are imported
         self._print_banner()
@@ -143,12 +147,12 @@ class Worker:
 
     def heartbeat(self) -> None:
         info = self.info()
-        self.app.broker.announce_worker(self.hostname, info, self.heartbeat_ttl)
+        self.app.coordinator.announce_worker(self.hostname, info, self.heartbeat_ttl)
         self.hooks.worker_heartbeat(info)
 
     def retire(self) -> None:
         try:
-            self.app.broker.retire_worker(self.hostname)
+            self.app.coordinator.retire_worker(self.hostname)
         except Exception as exc:  # broker gone: the heartbeat simply expires
             logger.debug("could not retire worker: %s", exc)
         self.hooks.worker_offline(self.info())

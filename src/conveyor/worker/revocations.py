@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..stores.transport import Broker
+    from ..stores.coordination import RevocationLog
 
 __all__ = ["RevocationCache"]
 
@@ -22,10 +22,10 @@ class RevocationCache:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.revoked
 
-    def refresh(self, broker: Broker) -> bool:
+    def refresh(self, log: RevocationLog) -> bool:
         """Re-read the revocations if they changed; True when they did."""
         try:
-            fresh = broker.revocations(self.version)
+            fresh = log.revocations(self.version)
         except NotImplementedError:
             return False
         if fresh is None:

@@ -41,6 +41,7 @@ from ..exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from ..stores.transport import require_leases
 from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
@@ -111,13 +112,15 @@ class Supervisor(Pool):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
-        _ = self.app.broker  # connect in the parent before forking: children make their own
+        # The supervisor settles for children it lost: it needs leased deliveries.
+        self.leases = require_leases(self.app.broker, "the prefork supervisor")
+        _ = self.app.coordinator  # connect in the parent before forking: children make their own
         observer = self.worker.observer
         self.slots = Slots(observer.capacity)  # room for pool_grow
         self.revocations: RevocationCache = RevocationCache()
         observer.prefork(self)
         with contextlib.suppress(*TRANSIENT):
-            self.revocations.refresh(self.app.broker)
+            self.revocations.refresh(self.app.coordinator)
         for index in range(1, self.processes + 1):
             self._spawn(index)
         # -B: beat runs in a child process of its own (worker/beat.py says why).
@@ -271,7 +274,7 @@ class Supervisor(Pool):
         except TRANSIENT as exc:
             logger.warning("could not record child %d's task (%s)", child.index, exc)
         try:
-            moved = self.app.broker.reclaim(child.consumer_id)
+            moved = self.leases.reclaim(child.consumer_id)
         except TRANSIENT as exc:
             moved = 0
             logger.warning(
@@ -383,16 +386,18 @@ class Supervisor(Pool):
             status=status,
             exc=exc,
             worker=self.worker.hostname,
-            body=self.app.broker.leased_body(child.consumer_id, slot.tag),
+            body=self.leases.leased_body(child.consumer_id, slot.tag),
         )
 
     # periodic work --------------------------------------------------------------------
     def _tick(self) -> None:
-        broker = self.app.broker
+        coordinator = self.app.coordinator
         try:
-            broker.renew([c.consumer_id for c in self.children.values()], self.lease)
-            self.revocations.refresh(broker)
-            moved = broker.reclaim()
+            consumer_ids = [c.consumer_id for c in self.children.values()]
+            self.leases.renew(consumer_ids, self.lease)
+            coordinator.renew_holders(consumer_ids, self.lease)
+            self.revocations.refresh(coordinator)
+            moved = self.leases.reclaim()
             if moved:
                 logger.warning("requeued %d tasks from workers that stopped renewing", moved)
             self.worker.heartbeat()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..stores.results import encode_meta, error_meta
-from ..stores.transport import ResultWrite
+from ..stores.transport import ResultWrite, require_leases
 from .executor import failure_reason
 from .workflow import settle_failure
 
@@ -39,16 +39,15 @@ def record_ended(
     """Record task ``task_id`` (leased by ``consumer_id`` as ``tag``) as ended with
     ``exc``; ``body`` is its message when still at hand."""
     write = ResultWrite(task_id, encode_meta(error_meta(task_id, status, exc, worker=worker)), True)
-    broker = app.broker
-    if body is None or not settle_failure(app, broker, body, write, exc):
+    if body is None or not settle_failure(app, app.broker, body, write, exc):
         app.backend.store(task_id, write.payload, True)
     if (
         body is not None
         and status == states.FAILURE
         and not app.conf.task_acks_on_failure_or_timeout
     ):
-        broker.dead_letter(body, queue or _queue_of(app, body), failure_reason(exc))
-    broker.discard(consumer_id, [tag])
+        app.coordinator.dead_letter(body, queue or _queue_of(app, body), failure_reason(exc))
+    require_leases(app.broker, "the prefork supervisor").discard(consumer_id, [tag])
 
 
 def _queue_of(app: Conveyor, body: bytes) -> str:

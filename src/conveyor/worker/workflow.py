@@ -40,7 +40,7 @@ from ..stores.transport import ResultWrite
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from ..stores.transport import Broker
+    from ..stores.transport import Transport
     from ..task import Context, Task
 
 __all__ = ["Workflow", "downstream", "first_ids", "in_workflow", "settle_failure"]
@@ -56,7 +56,7 @@ def in_workflow(request: Context) -> bool:
 
 
 def settle_failure(
-    app: Conveyor, broker: Broker, body: bytes, write: ResultWrite, exc: BaseException
+    app: Conveyor, broker: Transport, body: bytes, write: ResultWrite, exc: BaseException
 ) -> bool:
     """For a failure recorded outside the executor (a hard time limit, a terminate):
     when the message was a workflow step, store ``write`` and do what the executor would
@@ -78,7 +78,7 @@ def settle_failure(
 
 
 class Workflow:
-    def __init__(self, app: Conveyor, broker: Broker) -> None:
+    def __init__(self, app: Conveyor, broker: Transport) -> None:
         self.app = app
         self.broker = broker
 

@@ -1,25 +1,24 @@
-"""Scheduling and flow control in memory: the same primitives as Redis and SQLite (beat's
-lease and schedule state, unique sends, the rate limiter, concurrency slots, deferral),
-for one process. Mixed into :class:`~conveyor.stores.memory.transport.MemoryBroker`; everything
-happens under the broker's one lock, so each step is atomic as a script would be.
-"""
+"""Coordination in one process's memory: beat's lease and schedule state, unique sends,
+the rate limiter, concurrency slots, revocations, the worker registry and dead letters,
+each under the lock of its memory:// URL's state (``state.py``)."""
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..transport import Delivery
+from ..coordination import Coordinator, DeadLetter, Revocations
+from .state import state_for
 
 if TYPE_CHECKING:
-    from .transport import _State
+    from ..transport import Transport
 
-__all__ = ["MemoryFlowControl"]
+__all__ = ["MemoryCoordinator"]
 
 _HOLD_GRACE = 60.0
 
@@ -49,31 +48,20 @@ def _flow_for(url: str) -> _Flow:
         return flow
 
 
-class MemoryFlowControl:
-    """The flow-control half of the memory broker (see the module docstring)."""
+class MemoryCoordinator(Coordinator):
+    """Every coordination interface for one memory:// URL.
 
-    if TYPE_CHECKING:
-        url: str
-        state: _State
+    ``transport`` is the memory transport on the same URL when this coordinator was made
+    by it (the default): then unique sends queue under the same lock, and slots check
+    that their delivery is still leased. Without it the coordinator stands apart and
+    keeps its own consumer leases for slots (:meth:`renew_holders`)."""
 
-        def publish(
-            self,
-            queue: str,
-            bodies: Sequence[bytes],
-            *,
-            priority: int = 0,
-            countdown: float | None = None,
-            eta: float | None = None,
-        ) -> None: ...
-
-    _flow_state: _Flow | None = None
-
-    @property
-    def _flow(self) -> _Flow:
-        # Held by the broker, so it lives as long as a broker on this URL does.
-        if self._flow_state is None:
-            self._flow_state = _flow_for(self.url)
-        return self._flow_state
+    def __init__(self, url: str = "memory://", *, transport: Transport | None = None) -> None:
+        self.url = url
+        self.state = state_for(url)
+        # Held here, so it lives as long as a coordinator on this URL does.
+        self._flow = _flow_for(url)
+        self._transport = transport
 
     # leases (beat's leader) -----------------------------------------------------------
     def hold_lease(self, name: str, owner: str, ttl: float) -> bool:
@@ -108,8 +96,27 @@ class MemoryFlowControl:
             self._flow.schedule.update(ticks)
 
     # unique sends -----------------------------------------------------------------------
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str | None:
+        now = time.time()
+        with self.state.cond:
+            unique = self._flow.unique
+            first = unique.get(key)
+            if first is not None and first[1] > now:
+                return first[0]
+            unique[key] = (task_id, now + ttl)
+            for stale in [k for k, (_, until) in unique.items() if until <= now]:
+                del unique[stale]
+        return None
+
+    def drop_unique(self, key: str, task_id: str) -> None:
+        with self.state.cond:
+            held = self._flow.unique.get(key)
+            if held is not None and held[0] == task_id:
+                del self._flow.unique[key]
+
     def publish_unique(
         self,
+        transport: Transport,
         queue: str,
         body: bytes,
         *,
@@ -120,16 +127,17 @@ class MemoryFlowControl:
         countdown: float | None = None,
         eta: float | None = None,
     ) -> str | None:
-        now = time.time()
-        with self.state.cond:  # reentrant: publish() takes it too
-            unique = self._flow.unique
-            first = unique.get(key)
-            if first is not None and first[1] > now:
+        if transport is not self._transport:
+            return super().publish_unique(
+                transport, queue, body, key=key, task_id=task_id, ttl=ttl,
+                priority=priority, countdown=countdown, eta=eta,
+            )  # fmt: skip
+        with self.state.cond:  # reentrant: publish() takes it too, so claim and queue are one step
+            first = self._flow.unique.get(key)
+            if first is not None and first[1] > time.time():
                 return first[0]
-            self.publish(queue, (body,), priority=priority, countdown=countdown, eta=eta)
-            unique[key] = (task_id, now + ttl)
-            for stale in [k for k, (_, until) in unique.items() if until <= now]:
-                del unique[stale]
+            transport.publish(queue, (body,), priority=priority, countdown=countdown, eta=eta)
+            self.claim_unique(key, task_id, ttl)
         return None
 
     # rate limits ------------------------------------------------------------------------
@@ -177,21 +185,86 @@ class MemoryFlowControl:
         state = self.state
         if state.leases.get(consumer_id, 0.0) <= time.monotonic():
             return False
-        return tag == "" or int(tag) in state.inflight.get(consumer_id, {})
+        if tag == "" or self._transport is None:  # apart: the consumer's lease alone
+            return True
+        return int(tag) in state.inflight.get(consumer_id, {})
 
     def release_slot(self, key: str, consumer_id: str, tag: str) -> None:
         with self.state.cond:
             self._flow.slots.get(key, set()).discard((consumer_id, tag))
 
-    # deferral ---------------------------------------------------------------------------
-    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
+    def renew_holders(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
+        if self._transport is not None:
+            return  # same URL: the transport's leases are the holders' leases
+        deadline = time.monotonic() + lease_seconds
+        with self.state.cond:
+            for consumer_id in consumer_ids:
+                self.state.leases[consumer_id] = deadline
+
+    # revocations ------------------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
         state = self.state
         with state.cond:
-            held = state.inflight.get(consumer_id, {}).pop(int(delivery.tag), None)
-            if held is None:
-                return
-            held.message.deliveries = max(held.message.deliveries - 1, 0)
-            due = time.time() + max(0.0, delay)
-            entry = (due, next(state.seq), held.queue, held.priority, held.message)
-            heapq.heappush(state.scheduled, entry)
-            state.cond.notify_all()
+            now = time.time()
+            for task_id in task_ids:
+                state.revoked[task_id] = (now + ttl, terminate)
+            for task_id in [t for t, (expiry, _) in state.revoked.items() if expiry <= now]:
+                del state.revoked[task_id]
+            state.revoked_version += 1
+
+    def revocations(self, known_version: int) -> Revocations | None:
+        state = self.state
+        with state.cond:
+            if state.revoked_version == known_version:
+                return None
+            now = time.time()
+            live = {t: sig for t, (expiry, sig) in state.revoked.items() if expiry > now}
+            return Revocations(
+                state.revoked_version,
+                frozenset(live),
+                {t: sig for t, sig in live.items() if sig},
+            )
+
+    # the worker registry --------------------------------------------------------------
+    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        with self.state.cond:
+            self.state.workers[name] = (dict(info), time.monotonic() + ttl)
+
+    def retire_worker(self, name: str) -> None:
+        with self.state.cond:
+            self.state.workers.pop(name, None)
+
+    def workers(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self.state.cond:
+            workers = self.state.workers
+            for name in [n for n, (_, expires) in workers.items() if expires <= now]:
+                del workers[name]
+            return [dict(info) for _, (info, _) in sorted(workers.items())]
+
+    # dead letters -----------------------------------------------------------------------
+    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
+        with self.state.cond:
+            self.state.dead.append(DeadLetter(uuid.uuid4().hex, queue, reason, time.time(), body))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self.state.cond:
+            return list(reversed(self.state.dead[-limit:])) if limit > 0 else []
+
+    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
+        with self.state.cond:
+            return next((d for d in self.state.dead if d.id == letter_id), None)
+
+    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        state = self.state
+        with state.cond:
+            before = len(state.dead)
+            if letter_ids is None:
+                state.dead.clear()
+            else:
+                doomed = set(letter_ids)
+                state.dead[:] = [d for d in state.dead if d.id not in doomed]
+            return before - len(state.dead)
+
+    def close(self) -> None:
+        """Nothing to close; the state lives while anything on this URL does."""

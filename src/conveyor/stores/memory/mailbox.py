@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..mailbox import Mailbox
 
 if TYPE_CHECKING:
-    from .transport import MemoryBroker
+    from .transport import MemoryTransport
 
 __all__ = ["MemoryMailbox"]
 
@@ -33,7 +33,7 @@ _LOCK = threading.Lock()
 
 
 class MemoryMailbox(Mailbox):
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryTransport) -> None:
         self.broker = broker
         with _LOCK:
             key = id(broker.state)

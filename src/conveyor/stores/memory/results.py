@@ -48,6 +48,8 @@ def _results_for(url: str) -> _Results:
 class MemoryBackend(ResultBackend):
     def __init__(self, url: str = "memory://", *, expires: float = 86400.0) -> None:
         self.url = url
+        self.location = url.removeprefix("cache+")  # Celery's name for the same store
+        self.expires = expires
         self.ttl = max(float(expires), 0.001)
         self._results = _results_for(url)
 

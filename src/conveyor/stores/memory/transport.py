@@ -10,104 +10,40 @@ arrives (no polling), and their timers run to the earliest ETA.
 from __future__ import annotations
 
 import heapq
-import itertools
-import threading
 import time
-import uuid
-import weakref
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ..coordination import CoordinatingStore, Coordinator
 from ..transport import (
-    PRIORITY_LEVELS,
-    Broker,
-    BrokerConsumer,
-    DeadLetter,
     Delivery,
+    LeasedDeliveries,
     QueueStats,
     ResultWrite,
-    Revocations,
+    Transport,
+    TransportConsumer,
     priority_level,
 )
-from .coordination import MemoryFlowControl
+from .coordination import MemoryCoordinator
+from .state import Held, Message, state_for
 
-__all__ = ["MemoryBroker", "MemoryConsumer"]
+if TYPE_CHECKING:
+    from ..results import ResultBackend
 
-
-@dataclass(slots=True)
-class _Message:
-    body: bytes
-    deliveries: int = 0  # leases so far
+__all__ = ["MemoryConsumer", "MemoryTransport"]
 
 
-@dataclass(slots=True)
-class _Held:
-    queue: str
-    priority: int
-    message: _Message
-
-
-def _levels() -> list[deque[_Message]]:
-    return [deque() for _ in range(PRIORITY_LEVELS)]
-
-
-@dataclass
-class _State:
-    """Everything a memory:// URL holds."""
-
-    cond: threading.Condition = field(default_factory=threading.Condition)
-    queues: dict[str, list[deque[_Message]]] = field(default_factory=dict)
-    # (due, seq, queue, priority, message): the ETA messages, earliest first
-    scheduled: list[tuple[float, int, str, int, _Message]] = field(default_factory=list)
-    inflight: dict[str, dict[int, _Held]] = field(default_factory=dict)
-    leases: dict[str, float] = field(default_factory=dict)  # consumer -> deadline (monotonic)
-    dead: list[DeadLetter] = field(default_factory=list)
-    workers: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
-    revoked: dict[str, tuple[float, str | None]] = field(
-        default_factory=dict
-    )  # id -> expiry, signal
-    revoked_version: int = 0
-    tags: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    seq: itertools.count[int] = field(default_factory=itertools.count)
-
-    def levels(self, queue: str) -> list[deque[_Message]]:
-        levels = self.queues.get(queue)
-        if levels is None:
-            levels = self.queues[queue] = _levels()
-        return levels
-
-    def promote(self, now: float) -> float | None:
-        """Move due ETA messages to the front of their level (they are already late);
-        returns the next due time."""
-        scheduled = self.scheduled
-        while scheduled and scheduled[0][0] <= now:
-            _, _, queue, priority, message = heapq.heappop(scheduled)
-            self.levels(queue)[priority].appendleft(message)
-        return scheduled[0][0] if scheduled else None
-
-    def give_back(self, held: _Held) -> None:
-        self.levels(held.queue)[held.priority].appendleft(held.message)
-
-
-_states: weakref.WeakValueDictionary[str, _State] = weakref.WeakValueDictionary()
-_states_lock = threading.Lock()
-
-
-def _state_for(url: str) -> _State:
-    with _states_lock:
-        state = _states.get(url)
-        if state is None:
-            state = _State()
-            _states[url] = state
-        return state
-
-
-class MemoryBroker(MemoryFlowControl, Broker):
+class MemoryTransport(Transport, LeasedDeliveries, CoordinatingStore):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self.state = _state_for(url)
+        self.location = url
+        self.state = state_for(url)
+        self._coordinator: MemoryCoordinator | None = None
+
+    def coordination(self) -> Coordinator:
+        if self._coordinator is None:
+            self._coordinator = MemoryCoordinator(self.url, transport=self)
+        return self._coordinator
 
     def publish(
         self,
@@ -126,10 +62,10 @@ class MemoryBroker(MemoryFlowControl, Broker):
             levels = state.levels(queue)
             if due is not None and due > now:
                 for body in bodies:
-                    entry = (due, next(state.seq), queue, level, _Message(body))
+                    entry = (due, next(state.seq), queue, level, Message(body))
                     heapq.heappush(state.scheduled, entry)
             else:
-                levels[level].extend(_Message(body) for body in bodies)
+                levels[level].extend(Message(body) for body in bodies)
             state.cond.notify_all()
 
     def consumer(
@@ -137,10 +73,10 @@ class MemoryBroker(MemoryFlowControl, Broker):
         queues: Sequence[str],
         consumer_id: str,
         lease_seconds: float,
-        results: Any = None,
-    ) -> BrokerConsumer:
-        backend = results if self.colocated_with(results) else None
-        return MemoryConsumer(self, queues, consumer_id, lease_seconds, backend)
+        results: ResultBackend | None = None,
+    ) -> TransportConsumer:
+        carried = results if results is not None and self.carries_results_of(results) else None
+        return MemoryConsumer(self, queues, consumer_id, lease_seconds, carried)
 
     def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
         deadline = time.monotonic() + lease_seconds
@@ -190,47 +126,17 @@ class MemoryBroker(MemoryFlowControl, Broker):
             held = self.state.inflight.get(consumer_id, {}).get(int(tag))
             return held.message.body if held is not None else None
 
-    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
+    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
         state = self.state
         with state.cond:
-            now = time.time()
-            for task_id in task_ids:
-                state.revoked[task_id] = (now + ttl, terminate)
-            for task_id in [t for t, (expiry, _) in state.revoked.items() if expiry <= now]:
-                del state.revoked[task_id]
-            state.revoked_version += 1
-
-    def revocations(self, known_version: int) -> Revocations | None:
-        state = self.state
-        with state.cond:
-            if state.revoked_version == known_version:
-                return None
-            now = time.time()
-            live = {t: sig for t, (expiry, sig) in state.revoked.items() if expiry > now}
-            return Revocations(
-                state.revoked_version,
-                frozenset(live),
-                {t: sig for t, sig in live.items() if sig},
-            )
-
-    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
-        state = self.state
-        with state.cond:
-            before = len(state.dead)
-            if letter_ids is None:
-                state.dead.clear()
-            else:
-                doomed = set(letter_ids)
-                state.dead[:] = [d for d in state.dead if d.id not in doomed]
-            return before - len(state.dead)
-
-    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
-        with self.state.cond:
-            self.state.dead.append(DeadLetter(uuid.uuid4().hex, queue, reason, time.time(), body))
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        with self.state.cond:
-            return list(reversed(self.state.dead[-limit:])) if limit > 0 else []
+            held = state.inflight.get(consumer_id, {}).pop(int(delivery.tag), None)
+            if held is None:
+                return
+            held.message.deliveries = max(held.message.deliveries - 1, 0)
+            due = time.time() + max(0.0, delay)
+            entry = (due, next(state.seq), held.queue, held.priority, held.message)
+            heapq.heappush(state.scheduled, entry)
+            state.cond.notify_all()
 
     def queues(self) -> list[QueueStats]:
         state = self.state
@@ -264,43 +170,22 @@ class MemoryBroker(MemoryFlowControl, Broker):
             state.scheduled = kept
             return count
 
-    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
-        with self.state.cond:
-            self.state.workers[name] = (dict(info), time.monotonic() + ttl)
-
-    def retire_worker(self, name: str) -> None:
-        with self.state.cond:
-            self.state.workers.pop(name, None)
-
-    def workers(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        with self.state.cond:
-            workers = self.state.workers
-            for name in [n for n, (_, expires) in workers.items() if expires <= now]:
-                del workers[name]
-            return [dict(info) for _, (info, _) in sorted(workers.items())]
-
     def inflight_count(self) -> int:
         with self.state.cond:
             return sum(len(held) for held in self.state.inflight.values())
-
-    def colocated_with(self, backend: object) -> bool:
-        from .results import MemoryBackend
-
-        return isinstance(backend, MemoryBackend)
 
     def close(self) -> None:
         """Nothing to close; the state lives while any broker on this URL does."""
 
 
-class MemoryConsumer(BrokerConsumer):
+class MemoryConsumer(TransportConsumer):
     def __init__(
         self,
-        broker: MemoryBroker,
+        broker: MemoryTransport,
         queues: Sequence[str],
         consumer_id: str,
         lease_seconds: float,
-        results: Any,
+        results: ResultBackend | None,
     ) -> None:
         if not queues:
             raise ValueError("a consumer needs at least one queue")
@@ -341,7 +226,7 @@ class MemoryConsumer(BrokerConsumer):
                     message = level.popleft()
                     message.deliveries += 1
                     tag = next(state.tags)
-                    held[tag] = _Held(queue, priority, message)
+                    held[tag] = Held(queue, priority, message)
                     delivery = Delivery(str(tag), message.body, queue, priority, message.deliveries)
                     got.append(delivery)
                 if len(got) >= limit:

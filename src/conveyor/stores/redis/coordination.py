@@ -1,39 +1,50 @@
-"""Scheduling and flow control on Redis: beat's leader lease and schedule state, unique
-sends, the shared rate limiter, concurrency slots and deferral. Mixed into
-:class:`~conveyor.stores.redis.transport.RedisBroker`; each step is one command or one script:
+"""Coordination on Redis: beat's leader lease and schedule state, unique sends, the
+shared rate limiter, concurrency slots, revocations, the worker registry and dead
+letters. Each step is one command or one script:
 
     hold_lease       lease.lua            SET NX PX, or PEXPIRE when the owner renews
     drop_lease       lease_drop.lua       DEL only if the owner still holds it
     publish_unique   enqueue_unique.lua   SET NX the key with the first task id, and queue
+    claim_unique     claim_unique.lua     the same claim, apart from a Redis transport
     acquire_rate     rate.lua             GCRA on <p>:rate:<task>, slot kept by <p>:ratehold:<id>
     acquire_slot     slot.lua             SADD to <p>:slots:<key> unless full of live holders
-    defer            defer.lua            in-flight record -> the queue's ETA set
+    revoke           revoke.lua           ZADD ids with their expiry, bump the version
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..transport import Delivery, priority_level
-from .connection import Script, load_script
+from ..coordination import Coordinator, DeadLetter, Revocations
+from ..transport import priority_level
+from .connection import RedisLink, Script, load_script, pool_from_url
 from .connection import text as _text
+from .keys import RedisKeys
 
 if TYPE_CHECKING:
-    from .connection import RedisLink
-    from .keys import RedisKeys
+    from redis.connection import ConnectionPool
 
-__all__ = ["RedisFlowControl"]
+    from ..transport import Transport
+
+__all__ = ["RedisCoordinator"]
 
 _PACKAGE = "conveyor.stores.redis"
 LEASE = load_script(_PACKAGE, "lease")
 LEASE_DROP = load_script(_PACKAGE, "lease_drop")
 ENQUEUE_UNIQUE = load_script(_PACKAGE, "enqueue_unique")
+CLAIM_UNIQUE = load_script(_PACKAGE, "claim_unique")
 RATE = load_script(_PACKAGE, "rate")
 SLOT = load_script(_PACKAGE, "slot")
-DEFER = load_script(_PACKAGE, "defer")
+RENEW = load_script(_PACKAGE, "renew")
+REVOKE = load_script(_PACKAGE, "revoke")
 
 _RETRY = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -42,15 +53,56 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisFlowControl:
-    """The flow-control half of the Redis broker (see the module docstring)."""
+def _dead_letter(raw: Any) -> DeadLetter:
+    record = json.loads(raw)
+    return DeadLetter(
+        id=record["id"],
+        queue=record["queue"],
+        reason=record["reason"],
+        time=record["time"],
+        body=record["body"].encode("latin-1"),
+    )
 
-    if TYPE_CHECKING:
-        keys: RedisKeys
-        client: redis.Redis
-        _announced: set[str]
 
-        def _link(self) -> RedisLink: ...
+class RedisCoordinator(Coordinator):
+    """Every coordination interface on one Redis.
+
+    ``transport`` is the Redis transport on the same keys when this coordinator was made
+    by it (the default): then unique sends queue in the same script, and slots check
+    that their delivery is still in flight. Without it the coordinator stands apart:
+    it keeps its own consumer leases for slots (:meth:`renew_holders`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "conveyor",
+        pool: ConnectionPool | None = None,
+        transport: Transport | None = None,
+        transport_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.keys = RedisKeys(key_prefix)
+        self.pool = (
+            pool
+            if pool is not None
+            else pool_from_url(url, transport_options, role="the coordinator")
+        )
+        self._owns_pool = pool is None
+        self.client = redis.Redis(connection_pool=self.pool)
+        self._transport = transport
+        self._local = threading.local()
+        self._announced: set[str] = set()
+
+    def _link(self) -> RedisLink:
+        # A raw link per thread and process (a forked child never writes on its
+        # parent's socket); the scripts load on first use (EVALSHA falls back to EVAL).
+        link: RedisLink | None = getattr(self._local, "link", None)
+        if link is None or self._local.pid != os.getpid():
+            link = RedisLink(self.pool)
+            self._local.link = link
+            self._local.pid = os.getpid()
+        return link
 
     def _run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
@@ -82,8 +134,16 @@ class RedisFlowControl:
             self.client.hset(self.keys.schedule_state, mapping=mapping)
 
     # unique sends -----------------------------------------------------------------------
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str | None:
+        first = _text(self._run(CLAIM_UNIQUE, (self.keys.unique(key),), (task_id, _ms(ttl))))
+        return first or None
+
+    def drop_unique(self, key: str, task_id: str) -> None:
+        self._run(LEASE_DROP, (self.keys.unique(key),), (task_id,))  # compare-and-delete
+
     def publish_unique(
         self,
+        transport: Transport,
         queue: str,
         body: bytes,
         *,
@@ -94,6 +154,11 @@ class RedisFlowControl:
         countdown: float | None = None,
         eta: float | None = None,
     ) -> str | None:
+        if transport is not self._transport:  # apart: claim, then publish over there
+            return super().publish_unique(
+                transport, queue, body, key=key, task_id=task_id, ttl=ttl,
+                priority=priority, countdown=countdown, eta=eta,
+            )  # fmt: skip
         priority = priority_level(priority)
         keys = (self.keys.queue(queue), self.keys.queues, self.keys.unique(key))
         args = (
@@ -128,13 +193,106 @@ class RedisFlowControl:
     # concurrency slots ------------------------------------------------------------------
     def acquire_slot(self, key: str, limit: int, consumer_id: str, tag: str) -> bool:
         keys = (self.keys.slots(key), self.keys.consumers)
-        args = (limit, f"{consumer_id}\n{tag}", self.keys.prefix)
+        in_flight_here = "1" if self._transport is not None else "0"
+        args = (limit, f"{consumer_id}\n{tag}", self.keys.prefix, in_flight_here)
         return bool(self._run(SLOT, keys, args))
 
     def release_slot(self, key: str, consumer_id: str, tag: str) -> None:
         self.client.srem(self.keys.slots(key), f"{consumer_id}\n{tag}")
 
-    # deferral ---------------------------------------------------------------------------
-    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
-        keys = (self.keys.inflight(consumer_id), self.keys.redeliveries)
-        self._run(DEFER, keys, (delivery.tag, max(0, int(delay * 1000))))
+    def renew_holders(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
+        if self._transport is None and consumer_ids:  # same store: the transport renews
+            self._run(RENEW, (self.keys.consumers,), (_ms(lease_seconds), *consumer_ids))
+
+    # revocations ------------------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
+        if task_ids:
+            keys = (self.keys.revoked, self.keys.revoked_terminate, self.keys.revoked_version)
+            self._run(REVOKE, keys, (_ms(ttl), terminate or "", *task_ids))
+
+    def revocations(self, known_version: int) -> Revocations | None:
+        keys = self.keys
+        raw = self.client.get(keys.revoked_version)
+        version = int(raw) if raw is not None else 0
+        if version == known_version:
+            return None
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrangebyscore(keys.revoked, now_ms, "+inf")
+        pipe.hgetall(keys.revoked_terminate)
+        pipe.get(keys.revoked_version)
+        ids, terminate, raw = pipe.execute()
+        revoked = frozenset(_text(i) for i in ids)
+        signals = {_text(k): _text(v) for k, v in terminate.items() if _text(k) in revoked}
+        return Revocations(int(raw or 0), revoked, signals)
+
+    # the worker registry --------------------------------------------------------------
+    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {name: int(time.time() * 1000)})
+        pipe.set(self.keys.worker(name), json.dumps(info), px=int(ttl * 1000))
+        pipe.execute()
+
+    def retire_worker(self, name: str) -> None:
+        self.client.zrem(self.keys.workers, name)
+        self.client.delete(self.keys.worker(name))
+
+    def workers(self) -> list[dict[str, Any]]:
+        names = [_text(n) for n in self.client.zrange(self.keys.workers, 0, -1)]
+        if not names:
+            return []
+        infos = self.client.mget([self.keys.worker(n) for n in names])
+        alive = []
+        for name, raw in zip(names, infos, strict=True):
+            if raw is None:
+                self.client.zrem(self.keys.workers, name)  # heartbeat expired
+                continue
+            alive.append(json.loads(raw))
+        return alive
+
+    # dead letters -----------------------------------------------------------------------
+    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
+        letter_id = uuid.uuid4().hex
+        record = {
+            "id": letter_id,
+            "queue": queue,
+            "reason": reason,
+            "time": time.time(),
+            "body": body.decode("latin-1"),  # any bytes, losslessly, inside JSON
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.dead_letter_records, letter_id, json.dumps(record))
+        pipe.lpush(self.keys.dead_letters, letter_id)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        ids = [_text(i) for i in self.client.lrange(self.keys.dead_letters, 0, limit - 1)]
+        if not ids:
+            return []
+        records = self.client.hmget(self.keys.dead_letter_records, ids)
+        return [_dead_letter(raw) for raw in records if raw is not None]
+
+    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
+        raw = self.client.hget(self.keys.dead_letter_records, letter_id)
+        return _dead_letter(raw) if raw is not None else None
+
+    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
+        keys = self.keys
+        if letter_ids is None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(keys.dead_letters)
+            pipe.delete(keys.dead_letters, keys.dead_letter_records)
+            count, _ = pipe.execute()
+            return int(count)
+        pipe = self.client.pipeline(transaction=True)
+        for letter_id in letter_ids:
+            pipe.lrem(keys.dead_letters, 0, letter_id)
+        pipe.hdel(keys.dead_letter_records, *letter_ids)
+        return int(pipe.execute()[-1]) if letter_ids else 0
+
+    def close(self) -> None:
+        link: RedisLink | None = getattr(self._local, "link", None)
+        if link is not None and self._local.pid == os.getpid():
+            link.close()
+        if self._owns_pool:
+            self.pool.disconnect()

@@ -17,7 +17,7 @@ from ..mailbox import Mailbox
 from .connection import text
 
 if TYPE_CHECKING:
-    from .transport import RedisBroker
+    from .transport import RedisTransport
 
 __all__ = ["RedisMailbox"]
 
@@ -27,7 +27,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisMailbox(Mailbox):
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisTransport) -> None:
         self.client = broker.client
         self.keys = broker.keys
 

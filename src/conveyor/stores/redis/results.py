@@ -25,10 +25,10 @@ from redis.retry import Retry
 
 from ..results import ChordBody, ChordSpec, ResultBackend
 from ..transport import ResultWrite
-from .connection import load_script, pool_from_url, ssl_options
+from .connection import Command, load_script, pool_from_url, ssl_options
 from .keys import RedisKeys
 
-__all__ = ["RedisBackend"]
+__all__ = ["STORE", "RedisBackend", "store_command"]
 
 logger = logging.getLogger("conveyor.backend")
 
@@ -37,6 +37,15 @@ CHORD_PART = load_script("conveyor.stores.redis", "chord_part")
 
 # Longest single blocking wait; redis-py's default socket timeout is 5 s.
 _SLICE = 2.0
+
+
+def store_command(keys: RedisKeys, ttl_ms: int, write: ResultWrite) -> Command:
+    """The one command that stores ``write``: sent by the backend itself, or by a Redis
+    transport on the same keys behind its ack (the same round trip)."""
+    if write.final:
+        where = (keys.result(write.task_id), keys.state(write.task_id))
+        return STORE.command(where, (write.payload, ttl_ms))
+    return ("SET", keys.state(write.task_id), write.payload, "PX", ttl_ms)
 
 
 class RedisBackend(ResultBackend):
@@ -51,6 +60,8 @@ class RedisBackend(ResultBackend):
     ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
+        self.location = f"{url} {key_prefix}"
+        self.expires = expires
         self.ttl_ms = max(1, int(expires * 1000))
         # Every backend command is a read or an idempotent write, so a connection that
         # died with a Redis restart is simply retried on a fresh one.
@@ -65,14 +76,6 @@ class RedisBackend(ResultBackend):
         self.client = redis.Redis(connection_pool=self.pool)
         self._store = self.client.register_script(STORE.source)
         self._chord_part = self.client.register_script(CHORD_PART.source)
-        self.scripts = (STORE,)  # loaded on a co-located broker's connections
-
-    def store_command(self, write: ResultWrite) -> tuple[Any, ...]:
-        """The one command that stores ``write`` (sent by a co-located broker's ack)."""
-        if write.final:
-            keys = (self.keys.result(write.task_id), self.keys.state(write.task_id))
-            return STORE.command(keys, (write.payload, self.ttl_ms))
-        return ("SET", self.keys.state(write.task_id), write.payload, "PX", self.ttl_ms)
 
     def store(self, task_id: str, payload: bytes, final: bool) -> None:
         if final:

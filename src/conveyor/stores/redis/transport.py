@@ -14,41 +14,39 @@ when it stops, any other worker's keeper reclaims its messages within a lease.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..coordination import CoordinatingStore, Coordinator
 from ..transport import (
     PRIORITY_LEVELS,
-    Broker,
-    BrokerConsumer,
-    DeadLetter,
     Delivery,
+    LeasedDeliveries,
     QueueStats,
     ResultWrite,
-    Revocations,
+    Transport,
+    TransportConsumer,
     priority_level,
 )
 from .connection import RedisLink, load_script, pool_from_url, replicated_call, ssl_options
 from .connection import text as _text
-from .coordination import RedisFlowControl
+from .coordination import RedisCoordinator
 from .keys import RedisKeys
+from .results import STORE, store_command
 from .topology import RedisOptions
 
 if TYPE_CHECKING:
     from ..results import ResultBackend
-    from .results import RedisBackend
 
-__all__ = ["RedisBroker"]
+__all__ = ["RedisConsumer", "RedisTransport"]
 
-logger = logging.getLogger("conveyor.broker")
+logger = logging.getLogger("conveyor.transport")
 
 _PACKAGE = "conveyor.stores.redis"
 ENQUEUE = load_script(_PACKAGE, "enqueue")
@@ -56,7 +54,7 @@ FETCH = load_script(_PACKAGE, "fetch")
 RELEASE = load_script(_PACKAGE, "release")
 RECLAIM = load_script(_PACKAGE, "reclaim")
 RENEW = load_script(_PACKAGE, "renew")
-REVOKE = load_script(_PACKAGE, "revoke")
+DEFER = load_script(_PACKAGE, "defer")
 SCRIPTS = (ENQUEUE, FETCH, RELEASE, RECLAIM, RENEW)
 
 # Redis checks blocked-command timeouts on its server cron (hz 10 by default).
@@ -66,29 +64,18 @@ _REDIS_TICK = 0.1
 _CHUNK = 1000
 
 
-def _dead_letter(raw: Any) -> DeadLetter:
-    record = json.loads(raw)
-    return DeadLetter(
-        id=record["id"],
-        queue=record["queue"],
-        reason=record["reason"],
-        time=record["time"],
-        body=record["body"].encode("latin-1"),
-    )
-
-
-class RedisBroker(RedisFlowControl, Broker):
+class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
     def __init__(
         self,
         url: str,
         *,
         key_prefix: str = "conveyor",
-        backend_url: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
         use_ssl: Any = None,
     ) -> None:
         self.url = url
         self.keys = RedisKeys(key_prefix)
+        self.location = f"{url} {key_prefix}"
         self.options = RedisOptions.read(url, transport_options)
         self.pool = pool_from_url(
             url, transport_options, tls=ssl_options(use_ssl, "broker_use_ssl")
@@ -97,6 +84,14 @@ class RedisBroker(RedisFlowControl, Broker):
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
         self._announced: set[str] = set()
+        self._coordinator: RedisCoordinator | None = None
+
+    def coordination(self) -> Coordinator:
+        if self._coordinator is None:
+            self._coordinator = RedisCoordinator(
+                self.url, key_prefix=self.keys.prefix, pool=self.pool, transport=self
+            )
+        return self._coordinator
 
     # producing ----------------------------------------------------------------------
     def _link(self) -> RedisLink:
@@ -159,13 +154,10 @@ class RedisBroker(RedisFlowControl, Broker):
         consumer_id: str,
         lease_seconds: float,
         results: ResultBackend | None = None,
-    ) -> BrokerConsumer:
-        from .results import RedisBackend
-
-        colocated = (
-            results if isinstance(results, RedisBackend) and self.colocated_with(results) else None
-        )
-        return RedisConsumer(self, queues, consumer_id, lease_seconds, colocated)
+    ) -> TransportConsumer:
+        carried = results if results is not None and self.carries_results_of(results) else None
+        ttl_ms = max(1, int(carried.expires * 1000)) if carried is not None else None
+        return RedisConsumer(self, queues, consumer_id, lease_seconds, ttl_ms)
 
     def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
         if consumer_ids:
@@ -200,75 +192,13 @@ class RedisBroker(RedisFlowControl, Broker):
         _, _, body = rest.partition(b"\n")
         return body
 
-    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
-        if task_ids:
-            keys = self.keys
-            self.client.eval(
-                REVOKE.source,
-                3,
-                keys.revoked,
-                keys.revoked_terminate,
-                keys.revoked_version,
-                max(1, int(ttl * 1000)),
-                terminate or "",
-                *task_ids,
-            )
-
-    def revocations(self, known_version: int) -> Revocations | None:
-        keys = self.keys
-        raw = self.client.get(keys.revoked_version)
-        version = int(raw) if raw is not None else 0
-        if version == known_version:
-            return None
-        now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrangebyscore(keys.revoked, now_ms, "+inf")
-        pipe.hgetall(keys.revoked_terminate)
-        pipe.get(keys.revoked_version)
-        ids, terminate, raw = pipe.execute()
-        revoked = frozenset(_text(i) for i in ids)
-        signals = {_text(k): _text(v) for k, v in terminate.items() if _text(k) in revoked}
-        return Revocations(int(raw or 0), revoked, signals)
-
-    # dead letters -------------------------------------------------------------------
-    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
-        letter_id = uuid.uuid4().hex
-        record = {
-            "id": letter_id,
-            "queue": queue,
-            "reason": reason,
-            "time": time.time(),
-            "body": body.decode("latin-1"),  # any bytes, losslessly, inside JSON
-        }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.dead_letter_records, letter_id, json.dumps(record))
-        pipe.lpush(self.keys.dead_letters, letter_id)
-        pipe.execute()
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        ids = [_text(i) for i in self.client.lrange(self.keys.dead_letters, 0, limit - 1)]
-        if not ids:
-            return []
-        records = self.client.hmget(self.keys.dead_letter_records, ids)
-        return [_dead_letter(raw) for raw in records if raw is not None]
-
-    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
-        raw = self.client.hget(self.keys.dead_letter_records, letter_id)
-        return _dead_letter(raw) if raw is not None else None
-
-    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
-        keys = self.keys
-        if letter_ids is None:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.llen(keys.dead_letters)
-            pipe.delete(keys.dead_letters, keys.dead_letter_records)
-            count, _ = pipe.execute()
-            return int(count)
-        pipe = self.client.pipeline(transaction=True)
-        for letter_id in letter_ids:
-            pipe.lrem(keys.dead_letters, 0, letter_id)
-        pipe.hdel(keys.dead_letter_records, *letter_ids)
-        return int(pipe.execute()[-1]) if letter_ids else 0
+    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
+        keys = (self.keys.inflight(consumer_id), self.keys.redeliveries)
+        args = (delivery.tag, max(0, int(delay * 1000)))
+        try:
+            self._link().script(DEFER, keys, args)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._link().script(DEFER, keys, args)  # one reconnect, then the error is raised
 
     # inspection ---------------------------------------------------------------------
     def queues(self) -> list[QueueStats]:
@@ -300,29 +230,6 @@ class RedisBroker(RedisFlowControl, Broker):
         step = PRIORITY_LEVELS + 2
         return sum(sum(replies[i * step : i * step + step - 1]) for i in range(len(queues)))
 
-    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.keys.workers, {name: int(time.time() * 1000)})
-        pipe.set(self.keys.worker(name), json.dumps(info), px=int(ttl * 1000))
-        pipe.execute()
-
-    def retire_worker(self, name: str) -> None:
-        self.client.zrem(self.keys.workers, name)
-        self.client.delete(self.keys.worker(name))
-
-    def workers(self) -> list[dict[str, Any]]:
-        names = [_text(n) for n in self.client.zrange(self.keys.workers, 0, -1)]
-        if not names:
-            return []
-        infos = self.client.mget([self.keys.worker(n) for n in names])
-        alive = []
-        for name, raw in zip(names, infos, strict=True):
-            if raw is None:
-                self.client.zrem(self.keys.workers, name)  # heartbeat expired
-                continue
-            alive.append(json.loads(raw))
-        return alive
-
     def inflight_count(self) -> int:
         ids = [_text(c) for c in self.client.zrange(self.keys.consumers, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
@@ -330,33 +237,28 @@ class RedisBroker(RedisFlowControl, Broker):
             pipe.hlen(self.keys.inflight(consumer_id))
         return int(sum(pipe.execute())) if ids else 0
 
-    def colocated_with(self, backend: object) -> bool:
-        from .results import RedisBackend
-
-        return (
-            isinstance(backend, RedisBackend)
-            and backend.url == self.url
-            and (backend.keys.prefix == self.keys.prefix)
-        )
-
     def close(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.close()
         link: RedisLink | None = getattr(self._local, "link", None)
         if link is not None and self._local.pid == os.getpid():
             link.close()
         self.pool.disconnect()
 
 
-class RedisConsumer(BrokerConsumer):
+class RedisConsumer(TransportConsumer):
     """One consuming loop's connection: fetch in batches, ack behind each task."""
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: RedisTransport,
         queues: Sequence[str],
         consumer_id: str,
         lease_seconds: float,
-        results: RedisBackend | None,
+        results_ttl_ms: int | None,
     ) -> None:
+        """``results_ttl_ms``: the result backend lives on these keys (its records
+        expire after that long), so acks carry the results."""
         if not queues:
             raise ValueError("a consumer needs at least one queue")
         self.broker = broker
@@ -368,11 +270,12 @@ class RedisConsumer(BrokerConsumer):
         self._inflight = keys.inflight(consumer_id)
         self._fixed_keys = (self._inflight, keys.consumers, keys.redeliveries)
         self._lease_ms = int(lease_seconds * 1000)
-        self._link = RedisLink(broker.pool, (*SCRIPTS, *(results.scripts if results else ())))
+        carries = results_ttl_ms is not None
+        self._link = RedisLink(broker.pool, (*SCRIPTS, STORE) if carries else SCRIPTS)
         self._last_tag = 0
         self._turn = 0
-        self._results = results
-        self.carries_results = results is not None
+        self._results_ttl_ms = results_ttl_ms or 0
+        self.carries_results = carries
 
     def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -412,16 +315,16 @@ class RedisConsumer(BrokerConsumer):
 
     def ack(self, delivery: Delivery, result: ResultWrite | None = None) -> None:
         ack = ("HDEL", self._inflight, delivery.tag)
-        if result is not None and self._results is not None:
-            self._link.send((self._results.store_command(result), ack))
+        if result is not None and self.carries_results:
+            self._link.send((store_command(self.broker.keys, self._results_ttl_ms, result), ack))
         else:
             self._link.send((ack,))
 
     def store(self, result: ResultWrite) -> bool:
         """Send an interim state behind the acks, when the backend is on this Redis."""
-        if self._results is None:
+        if not self.carries_results:
             return False
-        self._link.send((self._results.store_command(result),))
+        self._link.send((store_command(self.broker.keys, self._results_ttl_ms, result),))
         return True
 
     def release(self, deliveries: Sequence[Delivery]) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..mailbox import Mailbox
 
 if TYPE_CHECKING:
-    from .transport import SQLiteBroker
+    from .transport import SQLiteTransport
 
 __all__ = ["SQLiteMailbox"]
 
@@ -33,7 +33,7 @@ _POLL = 0.01  # how often collect() looks for answers
 
 
 class SQLiteMailbox(Mailbox):
-    def __init__(self, broker: SQLiteBroker) -> None:
+    def __init__(self, broker: SQLiteTransport) -> None:
         self.db = broker.db
         for statement in _TABLES:
             self.db.execute(statement)

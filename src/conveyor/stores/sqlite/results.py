@@ -62,6 +62,8 @@ class SQLiteBackend(ResultBackend):
     def __init__(self, url: str, *, expires: float = 86400.0) -> None:
         self.url = url
         self.db = Database(url)
+        self.location = f"sqlite:{self.db.path}"
+        self.expires = expires
         self.ttl = max(float(expires), 0.001)
         self._bells = _Bells()
 

@@ -21,32 +21,30 @@ to the earliest due time, so it starts on time without anyone ringing.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..coordination import CoordinatingStore, Coordinator
 from ..transport import (
-    Broker,
-    BrokerConsumer,
-    DeadLetter,
     Delivery,
+    LeasedDeliveries,
     QueueStats,
     ResultWrite,
-    Revocations,
+    Transport,
+    TransportConsumer,
     priority_level,
 )
-from .coordination import SQLiteFlowControl
+from .coordination import SQLiteCoordinator
 from .database import TAKE_WAITERS, Database
 from .doorbell import BACKSTOP, Doorbell, ring
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from .results import SQLiteBackend
+    from ..results import ResultBackend
 
-__all__ = ["SQLiteBroker", "SQLiteConsumer"]
+__all__ = ["SQLiteConsumer", "SQLiteTransport"]
 
 _INSERT = "INSERT INTO messages (queue, priority, due, scheduled, body) VALUES (?, ?, ?, ?, ?)"
 _INSERT_ONE = _INSERT + " RETURNING (SELECT count(*) FROM waiters WHERE channel = 'q:' || queue)"
@@ -71,6 +69,10 @@ UPDATE messages SET owner = NULL, deliveries = max(deliveries - 1, 0)
 WHERE id = ? AND owner = ? RETURNING queue
 """
 _RECLAIM = "UPDATE messages SET owner = NULL WHERE owner = ? AND scheduled = 0 RETURNING queue"
+_DEFER = """
+UPDATE messages SET owner = NULL, scheduled = 1, due = ?1, deliveries = max(deliveries - 1, 0)
+WHERE id = ?2 AND owner = ?3 RETURNING queue
+"""
 _EXPIRED = "SELECT id FROM consumers WHERE expires <= ? LIMIT 50"
 # Reclaim at most this many dead consumers per call (as reclaim.lua does).
 _RECLAIM_BATCH = 50
@@ -83,13 +85,20 @@ def _take_waiters(conn: sqlite3.Connection, queues: Iterable[str]) -> list[str]:
     return addresses
 
 
-class SQLiteBroker(SQLiteFlowControl, Broker):
+class SQLiteTransport(Transport, LeasedDeliveries, CoordinatingStore):
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``; thread- and
     fork-safe (a connection per thread and process)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = Database(url)
+        self.location = f"sqlite:{self.db.path}"
+        self._coordinator: SQLiteCoordinator | None = None
+
+    def coordination(self) -> Coordinator:
+        if self._coordinator is None:
+            self._coordinator = SQLiteCoordinator(self.url, db=self.db, transport=self)
+        return self._coordinator
 
     # producing ----------------------------------------------------------------------
     def publish(
@@ -128,6 +137,29 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
         if addresses:
             ring(addresses)
 
+    def insert_message(
+        self,
+        conn: sqlite3.Connection,
+        queue: str,
+        level: int,
+        body: bytes,
+        countdown: float | None,
+        eta: float | None,
+    ) -> list[str]:
+        """Queue one message inside the caller's write transaction (a unique send claims
+        its key in the same one); returns the doorbells to ring after it commits."""
+        now = time.time()
+        due = now
+        if countdown is not None:
+            due = now + max(0.0, countdown)
+        elif eta is not None:
+            due = max(now, eta)
+        scheduled = 1 if due > now else 0
+        conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+        wake = not scheduled or _earlier_than_all(conn, due)
+        conn.execute(_INSERT, (queue, level, due, scheduled, body))
+        return _take_waiters(conn, (queue,)) if wake else []
+
     def _publish_one(self, queue: str, level: int, due: float, body: bytes) -> None:
         """The common case in one autocommit statement, which also says whether anyone
         waits; their rows are taken after it (a waiter that registered in between is
@@ -148,10 +180,10 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
         queues: Sequence[str],
         consumer_id: str,
         lease_seconds: float,
-        results: Any = None,
-    ) -> BrokerConsumer:
-        backend = results if self.colocated_with(results) else None
-        return SQLiteConsumer(self, queues, consumer_id, lease_seconds, backend)
+        results: ResultBackend | None = None,
+    ) -> TransportConsumer:
+        carried = results if results is not None and self.carries_results_of(results) else None
+        return SQLiteConsumer(self, queues, consumer_id, lease_seconds, carried)
 
     def renew(self, consumer_ids: Sequence[str], lease_seconds: float) -> None:
         if not consumer_ids:
@@ -206,68 +238,15 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
         )
         return bytes(rows[0][0]) if rows else None
 
-    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: str | None = None) -> None:
-        if not task_ids:
-            return
-        now = time.time()
+    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
+        due = time.time() + max(0.0, delay)
         with self.db.write() as held:
             conn = held.conn
-            conn.executemany(
-                "INSERT INTO revoked (task_id, expires, signal) VALUES (?, ?, ?) "
-                "ON CONFLICT (task_id) DO UPDATE SET expires = excluded.expires, "
-                "signal = excluded.signal",
-                [(task_id, now + ttl, terminate) for task_id in task_ids],
-            )
-            conn.execute("DELETE FROM revoked WHERE expires <= ?", (now,))
-            conn.execute(
-                "INSERT INTO counters (name, value) VALUES ('revoked', 1) "
-                "ON CONFLICT (name) DO UPDATE SET value = value + 1"
-            )
-
-    def revocations(self, known_version: int) -> Revocations | None:
-        rows = self.db.read("SELECT value FROM counters WHERE name = 'revoked'")
-        version = int(rows[0][0]) if rows else 0
-        if version == known_version:
-            return None
-        live = self.db.read("SELECT task_id, signal FROM revoked WHERE expires > ?", (time.time(),))
-        return Revocations(
-            version,
-            frozenset(row[0] for row in live),
-            {row[0]: row[1] for row in live if row[1]},
-        )
-
-    # dead letters -------------------------------------------------------------------
-    def remove_dead_letters(self, letter_ids: Sequence[str] | None = None) -> int:
-        if letter_ids is None:
-            return self.db.execute("DELETE FROM dead_letters")
-        if not letter_ids:
-            return 0
-        marks = ", ".join("?" * len(letter_ids))
-        return self.db.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", tuple(letter_ids))
-
-    def dead_letter_by_id(self, letter_id: str) -> DeadLetter | None:
-        rows = self.db.read(
-            "SELECT id, queue, reason, time, body FROM dead_letters WHERE id = ?", (letter_id,)
-        )
-        return (
-            DeadLetter(rows[0][0], rows[0][1], rows[0][2], rows[0][3], bytes(rows[0][4]))
-            if rows
-            else None
-        )
-
-    def dead_letter(self, body: bytes, queue: str, reason: str) -> None:
-        self.db.execute(
-            "INSERT INTO dead_letters (id, queue, reason, time, body) VALUES (?, ?, ?, ?, ?)",
-            (uuid.uuid4().hex, queue, reason, time.time(), body),
-        )
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = self.db.read(
-            "SELECT id, queue, reason, time, body FROM dead_letters "
-            "ORDER BY time DESC, rowid DESC LIMIT ?",
-            (limit,),
-        )
-        return [DeadLetter(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+            wake = _earlier_than_all(conn, due)
+            row = conn.execute(_DEFER, (due, int(delivery.tag), consumer_id)).fetchone()
+            addresses = _take_waiters(conn, (row[0],)) if row is not None and wake else []
+        if addresses:
+            ring(addresses)
 
     # inspection ---------------------------------------------------------------------
     def queues(self) -> list[QueueStats]:
@@ -298,35 +277,14 @@ class SQLiteBroker(SQLiteFlowControl, Broker):
             f"DELETE FROM messages WHERE owner IS NULL AND queue IN ({marks})", tuple(queues)
         )
 
-    def announce_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
-        self.db.execute(
-            "INSERT INTO workers (name, info, expires) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET info = excluded.info, expires = excluded.expires",
-            (name, json.dumps(info), time.time() + ttl),
-        )
-
-    def retire_worker(self, name: str) -> None:
-        self.db.execute("DELETE FROM workers WHERE name = ?", (name,))
-
-    def workers(self) -> list[dict[str, Any]]:
-        now = time.time()
-        rows = self.db.read("SELECT info, expires FROM workers ORDER BY name")
-        if any(expires <= now for _, expires in rows):
-            self.db.execute("DELETE FROM workers WHERE expires <= ?", (now,))
-        return [json.loads(info) for info, expires in rows if expires > now]
-
     def inflight_count(self) -> int:
         rows = self.db.read(
             "SELECT count(*) FROM messages WHERE owner IS NOT NULL AND scheduled = 0"
         )
         return int(rows[0][0])
 
-    def colocated_with(self, backend: object) -> bool:
-        from .results import SQLiteBackend
-
-        return isinstance(backend, SQLiteBackend) and backend.db.path == self.db.path
-
     def close(self) -> None:
+        self._coordinator = None  # it shares this database
         self.db.close()
 
 
@@ -335,16 +293,16 @@ def _earlier_than_all(conn: sqlite3.Connection, due: float) -> bool:
     return first is None or due < first
 
 
-class SQLiteConsumer(BrokerConsumer):
+class SQLiteConsumer(TransportConsumer):
     """One consuming loop's handle: its own connection (per thread) and doorbell."""
 
     def __init__(
         self,
-        broker: SQLiteBroker,
+        broker: SQLiteTransport,
         queues: Sequence[str],
         consumer_id: str,
         lease_seconds: float,
-        results: SQLiteBackend | None,
+        results: ResultBackend | None,
     ) -> None:
         if not queues:
             raise ValueError("a consumer needs at least one queue")
@@ -357,6 +315,7 @@ class SQLiteConsumer(BrokerConsumer):
         self._bell: Doorbell | None = None
         self._armed = False  # our doorbell's address is in the waiters table
         self._results = results
+        self._results_ttl = max(float(results.expires), 0.001) if results is not None else 0.0
         self.carries_results = results is not None
 
     def fetch(self, limit: int, timeout: float) -> list[Delivery]:
@@ -417,7 +376,7 @@ class SQLiteConsumer(BrokerConsumer):
         # The result and the end of the lease commit together.
         with self.db.write() as held:
             addresses = self.db.put_result(
-                held.conn, result.task_id, result.payload, result.final, results.ttl
+                held.conn, result.task_id, result.payload, result.final, self._results_ttl
             )
             held.conn.execute(_ACK, (tag, self.consumer_id))
         if addresses:

@@ -2,6 +2,8 @@
 -- KEYS[1]  <p>:slots:<key>     set of holders, each "<consumer id>\n<delivery tag>"
 -- KEYS[2]  <p>:consumers       consumer leases (score = deadline ms)
 -- ARGV[1]  limit   ARGV[2] holder   ARGV[3] key prefix (in-flight hashes: <p>:inflight:<consumer>)
+-- ARGV[4]  '1' when the deliveries live in this Redis (check the tag is still in flight),
+--          '0' for a coordinator apart from its transport (the consumer's lease alone)
 -- When the set is full, holders that are gone are dropped first: a holder lives only
 -- while its consumer's lease does and (tag not empty) the delivery is still in its
 -- in-flight hash, so a SIGKILLed worker or a lost release never leaks a slot.
@@ -17,7 +19,7 @@ if redis.call('SCARD', KEYS[1]) >= limit then
     local tag = string.sub(holder, cut + 1)
     local deadline = redis.call('ZSCORE', KEYS[2], consumer)
     local alive = deadline and tonumber(deadline) > now
-    if alive and tag ~= '' then
+    if alive and tag ~= '' and ARGV[4] == '1' then
       alive = redis.call('HEXISTS', ARGV[3] .. ':inflight:' .. consumer, tag) == 1
     end
     if not alive then redis.call('SREM', KEYS[1], holder) end

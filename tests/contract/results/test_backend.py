@@ -7,7 +7,7 @@ import time
 
 from conveyor.stores.results import ResultBackend
 
-from .conftest import MakeBackend
+from ..conftest import MakeBackend
 
 FINAL = b'{"task_id":"t","status":"SUCCESS","result":3}'
 STARTED = b'{"task_id":"t","status":"STARTED"}'

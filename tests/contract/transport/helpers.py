@@ -1,0 +1,48 @@
+"""What the transport half of the contract suite shares: a consumer in one call, the
+bodies of deliveries, everything waiting now, and the leases capability."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from conveyor.stores.transport import (
+    Delivery,
+    LeasedDeliveries,
+    Transport,
+    TransportConsumer,
+    require_leases,
+)
+
+LEASE = 10.0
+
+
+def leased(transport: Transport) -> LeasedDeliveries:
+    """``transport``'s leases (every transport in this suite has them)."""
+    return require_leases(transport, "the contract suite")
+
+
+def consume(
+    transport: Transport, name: str = "c1", queues: tuple[str, ...] = ("q",), lease: float = LEASE
+) -> TransportConsumer:
+    return transport.consumer(list(queues), name, lease)
+
+
+def bodies(deliveries: list[Delivery]) -> list[bytes]:
+    return [d.body for d in deliveries]
+
+
+def fetch_all(consumer: TransportConsumer, limit: int = 100) -> list[Delivery]:
+    """Everything waiting now (fetch returns at most ``limit`` per call)."""
+    out: list[Delivery] = []
+    while True:
+        got = consumer.fetch(limit, 0)
+        if not got:
+            return out
+        out.extend(got)
+
+
+def timed(call: Callable[[], object]) -> tuple[object, float]:
+    started = time.monotonic()
+    value = call()
+    return value, time.monotonic() - started

@@ -1,0 +1,27 @@
+"""The settle step: a transport in the result backend's store writes the result and the
+ack together (``Transport.carries_results_of``).
+"""
+
+from __future__ import annotations
+
+from conveyor.stores.results import ResultBackend
+from conveyor.stores.transport import ResultWrite, Transport
+
+from .helpers import LEASE, leased
+
+
+def test_a_colocated_backend_stores_the_result_with_the_ack(
+    transport: Transport, backend: ResultBackend
+) -> None:
+    assert transport.carries_results_of(backend)
+    transport.publish("q", [b"task"])
+    consumer = transport.consumer(["q"], "c1", LEASE, results=backend)
+    assert consumer.carries_results
+    delivery = consumer.fetch(1, 1.0)[0]
+    assert consumer.store(ResultWrite("t-1", b'{"status":"STARTED"}', False))
+    consumer.flush()
+    assert backend.get("t-1") == b'{"status":"STARTED"}'
+    consumer.ack(delivery, ResultWrite("t-1", b'{"status":"SUCCESS"}', True))
+    consumer.flush()
+    assert backend.wait("t-1", 2.0) == b'{"status":"SUCCESS"}'
+    assert leased(transport).reclaim("c1") == 0
