@@ -160,8 +160,10 @@ class SQLiteCoordinator(Coordinator):
     # rate limits ------------------------------------------------------------------------
     def acquire_rate(self, name: str, per_second: float, reservation: str) -> float:
         interval = 1.0 / per_second
-        now = time.time()
         with self.db.write() as held:
+            # Read the clock holding the write lock: a wait for the lock (or the first
+            # connect) must not make a later caller's "now" look earlier than ours.
+            now = time.time()
             conn = held.conn
             kept = conn.execute(
                 "DELETE FROM rate_holds WHERE task_id = ? AND expires > ?", (reservation, now)
