@@ -11,7 +11,7 @@ import pytest
 
 from conveyor import Conveyor, states
 from conveyor.exceptions import SoftTimeLimitExceeded
-from conveyor.stores.transport import TransportConsumer
+from conveyor.stores.transport import TransportConsumer, require_leases
 from conveyor.worker.attempt import Attempt
 from conveyor.worker.executor import DEFERRED, Executor
 from conveyor.worker.hooks import WorkerHooks
@@ -74,7 +74,7 @@ class Worker:
 
     def leased(self) -> int:
         """Deliveries this consumer still holds (given back to count them)."""
-        return self.app.broker.reclaim(self.consumer_id)
+        return require_leases(self.app.broker, "the test").reclaim(self.consumer_id)
 
 
 def test_an_attempt_runs_and_settles_its_delivery(app: Conveyor) -> None:
