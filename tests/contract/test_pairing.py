@@ -78,7 +78,8 @@ register_transport("messagesonly", MessagesOnly)
 
 def messages_only_app(**settings: Any) -> Conveyor:
     url = f"messagesonly://{uuid.uuid4().hex}"
-    return Conveyor("messages-only", broker=url, set_as_current=False, **settings)
+    backend = f"memory://{uuid.uuid4().hex}"  # results cannot live beside the messages
+    return Conveyor("messages-only", broker=url, backend=backend, set_as_current=False, **settings)
 
 
 # a transport that only moves messages ---------------------------------------------------
@@ -88,6 +89,7 @@ def test_without_a_coordinator_url_the_coordinator_is_a_clear_error() -> None:
     app = Conveyor(
         "messages-only",
         broker="messagesonly://user:hunter2@somewhere/0",
+        backend=f"memory://{uuid.uuid4().hex}",
         set_as_current=False,
     )
     with pytest.raises(ConfigurationError, match="set coordinator_url") as caught:
