@@ -59,6 +59,7 @@ class Context:
     errbacks: list[dict[str, Any]] | None = None
     chord: dict[str, Any] | None = None
     children: list[str] | None = None  # ids of the tasks it sent while running
+    sent_at: float = 0.0  # when the producer sent it (epoch s): time in queue, for metrics
 
     @classmethod
     def from_envelope(cls, envelope: Envelope, **extra: Any) -> Context:
@@ -81,6 +82,7 @@ class Context:
             callbacks=envelope.callbacks,
             errbacks=envelope.errbacks,
             chord=envelope.chord,
+            sent_at=envelope.sent_at,
             **extra,
         )
 

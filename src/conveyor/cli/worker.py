@@ -83,6 +83,12 @@ logger = logging.getLogger("conveyor.worker")
     help="Also run beat (periodic tasks), in a child process. Safe on several workers: "
     "one beat leads.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port (http://host:PORT/metrics).",
+)
 @click.pass_obj
 def worker(
     obj: AppContext,
@@ -97,9 +103,12 @@ def worker(
     shutdown_timeout: float | None,
     rate_limit: str | None,
     beat: bool,
+    metrics_port: int | None,
 ) -> None:
     """Start a worker that consumes tasks from the broker and runs them."""
     setup_logging(loglevel)
+    if metrics_port is not None:
+        _share_metrics_between_processes()
     app = obj.app
     _warn_without_tasks(obj.spec, app)
     if shutdown_timeout is not None:
@@ -120,8 +129,23 @@ def worker(
         prefetch_multiplier=prefetch_multiplier,
         app_label=obj.spec,
         beat=beat,
+        metrics_port=metrics_port,
     )
     sys.exit(runner.start())
+
+
+def _share_metrics_between_processes() -> None:
+    """Before the app (and so prometheus_client) is imported: every process of this
+    worker writes its metrics in a directory of the worker's own, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..observe.metrics import prepare_multiprocess
+
+    directory = tempfile.mkdtemp(prefix="conveyor-metrics-")
+    prepare_multiprocess(directory)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
 def _checked_rate(value: str | None) -> str | None:

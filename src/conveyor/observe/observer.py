@@ -51,6 +51,26 @@ class WorkerObserver:
         self.responder = ControlResponder(self.worker, view, self.board)
         self.responder.start_thread(stop)
 
+    def serve_metrics(self, port: int, multiprocess_dir: str | None) -> None:
+        """``--metrics-port``: count tasks from the worker's events (in every process)
+        and serve them, summed, with the broker's gauges, from a process of its own."""
+        from .metrics import MetricsListener, bind_server, serve_in_child
+
+        server = bind_server(self.worker.app, port, multiprocess_dir)
+        self.worker.hooks.subscribe(MetricsListener())
+        self.multiprocess_dir = multiprocess_dir
+        self.metrics_pid = serve_in_child(server)
+
+    multiprocess_dir: str | None = None
+    metrics_pid: int | None = None
+
+    def child_exited(self, pid: int) -> None:
+        """A prefork child is gone: its running-now gauges no longer count."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
     def poll(self) -> None:
         if self.responder is not None:
             self.responder.poll()

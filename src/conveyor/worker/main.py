@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..exceptions import ConfigurationError
+from ..observe.metrics import MULTIPROC_ENV
 from ..observe.observer import WorkerObserver
 from ..stores.transport import require_leases
 from .hooks import WorkerHooks
@@ -45,10 +46,12 @@ class Worker:
         prefetch_multiplier: int | None = None,
         app_label: str | None = None,
         beat: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
         self.beat = beat  # -B: run beat too, in a child process (worker/beat.py)
+        self.metrics_port = metrics_port  # --metrics-port: Prometheus (observe/metrics.py)
         self.app_label = app_label or app.main
         self.pool = pool or conf.worker_pool
         from .pools import pool_class
@@ -98,7 +101,9 @@ class Worker:
         require_leases(self.app.broker, f"the {self.pool} pool")
         _ = self.app.coordinator
         self._subscribe_task_handlers()
-        _ = self.observer  # made now that the app's tasks are imported
+        observer = self.observer  # made now that the app's tasks are imported
+        if self.metrics_port is not None:
+            observer.serve_metrics(self.metrics_port, os.environ.get(MULTIPROC_ENV))
         self._print_banner()
         return self.pool_class(self).run()
 

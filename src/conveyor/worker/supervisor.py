@@ -265,6 +265,7 @@ class Supervisor(Pool):
             how = f"exited with code {os.waitstatus_to_exitcode(status)}"
         running = self.slots.read(child.index - 1)
         self.slots.clear(child.index - 1)
+        self.worker.observer.child_exited(child.pid)
         died = os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0
         try:
             if child.verdict is not None:
