@@ -174,7 +174,7 @@ class BrokerCollector:
         yield scheduled
         yield age
         workers = GaugeMetricFamily("conveyor_workers_up", "Live workers.")
-        workers.add_metric([], len(broker.workers()))
+        workers.add_metric([], len(self.app.coordinator.workers()))
         yield workers
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .transport import PRIORITY_LEVELS, Broker
+from .transport import PRIORITY_LEVELS, Transport
 
 __all__ = ["oldest_waiting"]
 
@@ -34,22 +34,22 @@ def _since(body: bytes) -> float | None:
     return max(sent.sent_at, sent.eta or 0.0) or None
 
 
-def oldest_waiting(broker: Broker, queues: Sequence[str]) -> dict[str, float]:
+def oldest_waiting(broker: Transport, queues: Sequence[str]) -> dict[str, float]:
     """Queue name -> when its oldest waiting message became due (epoch seconds); a queue
     with nothing waiting (or whose oldest message cannot be read) is left out."""
-    from .memory.transport import MemoryBroker
-    from .redis.transport import RedisBroker
-    from .sqlite.transport import SQLiteBroker
+    from .memory.transport import MemoryTransport
+    from .redis.transport import RedisTransport
+    from .sqlite.transport import SQLiteTransport
 
-    if isinstance(broker, RedisBroker):
+    if isinstance(broker, RedisTransport):
         return _redis(broker, queues)
-    if isinstance(broker, SQLiteBroker):
+    if isinstance(broker, SQLiteTransport):
         rows = broker.db.read(
             "SELECT queue, min(due) FROM messages WHERE owner IS NULL AND scheduled = 0 "
             "GROUP BY queue"
         )
         return {str(q): float(due) for q, due in rows if q in queues and due is not None}
-    if isinstance(broker, MemoryBroker):
+    if isinstance(broker, MemoryTransport):
         return _memory(broker, queues)
     return {}
 
