@@ -76,12 +76,23 @@ _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
-def encode_envelope(envelope: Envelope, serializer: str = "json") -> bytes:
-    """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go.
+def encode_envelope(
+    envelope: Envelope, serializer: str = "json", max_size: int | None = None
+) -> bytes:
+    """Serialize and frame. Raises ``TypeError`` naming the argument that cannot go, and
+    ``ValueError`` when the message is over ``max_size`` bytes (the send paths pass
+    ``broker_max_message_size``, so a message too large fails before anything is sent).
 
     ``auth`` signs the envelope serialized with ``security_serializer`` (signing.py)."""
+    body = _encode(envelope, serializer)
+    if max_size:
+        check_size(body, max_size, envelope.task)
+    return body
+
+
+def _encode(envelope: Envelope, serializer: str) -> bytes:
     if serializer == "auth":
-        inner = encode_envelope(envelope, signing.inner_serializer())
+        inner = _encode(envelope, signing.inner_serializer())
         return frame("auth", signing.sign(inner))
     try:
         if serializer == "json":

@@ -327,7 +327,11 @@ class Task(Generic[P, R]):
             link_error=link_error,
             workflow=options,
         )
-        body = encode_envelope(envelope, serializer or self.serializer or conf["task_serializer"])
+        body = encode_envelope(
+            envelope,
+            serializer or self.serializer or conf["task_serializer"],
+            conf["broker_max_message_size"],
+        )
         if idempotency_key is None and self.idempotency_key:
             idempotency_key = call_key(self, self.idempotency_key, envelope.args, envelope.kwargs)
         if idempotency_key is not None:
@@ -379,7 +383,8 @@ class Task(Generic[P, R]):
         app = self.app
         serializer = self.serializer or app.conf.task_serializer
         envelopes = [self._envelope(args, None, priority=priority) for args in calls]
-        bodies = [encode_envelope(e, serializer) for e in envelopes]
+        limit = app.conf.raw["broker_max_message_size"]
+        bodies = [encode_envelope(e, serializer, limit) for e in envelopes]
         if app.conf.task_always_eager:
             return [self.apply(e.args, e.kwargs, task_id=e.id) for e in envelopes]
         app.broker.publish(
@@ -579,7 +584,11 @@ class Task(Generic[P, R]):
             chord=request.chord,
         )
         app = self.app
-        body = encode_envelope(envelope, self.serializer or app.conf.raw["task_serializer"])
+        body = encode_envelope(
+            envelope,
+            self.serializer or app.conf.raw["task_serializer"],
+            app.conf.raw["broker_max_message_size"],
+        )
         queue = options.get("queue") or request.delivery_info.get("queue") or app.route(self.name)
         app.broker.publish(
             queue, (body,), priority=envelope.priority or 0, countdown=countdown, eta=_epoch(eta)

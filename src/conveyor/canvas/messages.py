@@ -37,7 +37,7 @@ def draft_message(
         workflow=options,
     )
     serializer = options.get("serializer") or task.serializer or app.conf.task_serializer
-    body = encode_envelope(envelope, serializer)
+    body = encode_envelope(envelope, serializer, app.conf.raw["broker_max_message_size"])
     queue = options.get("queue") or task.queue or app.route(task.name)
     return queue, envelope.priority or 0, body, envelope.id
 
