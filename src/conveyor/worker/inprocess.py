@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..stores.transport import require_leases
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import TRANSIENT, ConsumeLoop, LoopConfig
+from .loop import TRANSIENT, ConsumeLoop
 from .pool import Pool, RunningAttempt
 from .revocations import RevocationCache
 from .timelimits import Alarm, raise_in_thread
@@ -70,15 +70,7 @@ class ThreadsPool(Pool):
         ready = threading.Semaphore(0)
         revocations = RevocationCache()
         _refresh(worker.app, revocations)  # a revoke issued before this worker started
-        config = LoopConfig(
-            queues=worker.queues,
-            hostname=worker.hostname,
-            hooks=worker.hooks,
-            stop=worker.stop,
-            prefetch=worker.prefetch,
-            revocations=revocations,
-            watchers=self.watchers(),
-        )
+        config = worker.loop_config(revocations, self.watchers())
         self.loops = [
             ConsumeLoop(
                 worker.app,

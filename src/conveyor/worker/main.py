@@ -24,8 +24,10 @@ from .logs import LoggingListener
 
 if TYPE_CHECKING:
     from ..app import Conveyor
-    from .loop import ConsumeLoop
+    from .executor import AttemptWatcher
+    from .loop import ConsumeLoop, LoopConfig
     from .pool import Pool
+    from .revocations import RevocationCache
 
 __all__ = ["Worker"]
 
@@ -106,6 +108,29 @@ class Worker:
             observer.serve_metrics(self.metrics_port, os.environ.get(MULTIPROC_ENV))
         self._print_banner()
         return self.pool_class(self).run()
+
+    def loop_config(
+        self,
+        revocations: RevocationCache,
+        watchers: Sequence[AttemptWatcher] = (),
+        *,
+        stop: threading.Event | None = None,
+        max_tasks: int | None = None,
+    ) -> LoopConfig:
+        """The one configuration of this worker's consume loops; a pool adds how it
+        watches attempts (and a prefork child its own stop event and task budget)."""
+        from .loop import LoopConfig
+
+        return LoopConfig(
+            queues=self.queues,
+            hostname=self.hostname,
+            hooks=self.hooks,
+            stop=stop if stop is not None else self.stop,
+            prefetch=self.prefetch,
+            max_tasks=max_tasks,
+            revocations=revocations,
+            watchers=watchers,
+        )
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT of an in-process pool: the first is a warm shutdown, the

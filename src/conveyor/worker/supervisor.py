@@ -45,7 +45,7 @@ from ..stores.transport import require_leases
 from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted, LoopConfig
+from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted
 from .pool import Pool, RunningAttempt
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
@@ -211,18 +211,14 @@ class Supervisor(Pool):
         def on_ready() -> None:
             os.write(ready_w, b"r")
 
-        config = LoopConfig(
-            queues=self.worker.queues,
-            hostname=self.worker.hostname,
-            hooks=self.worker.hooks,
-            stop=stop,
-            prefetch=self.worker.prefetch,
-            max_tasks=self.worker.max_tasks_per_child,
-            revocations=self.revocations,
-            watchers=(
+        config = self.worker.loop_config(
+            self.revocations,
+            (
                 SlotTracker(self.slots, index - 1),
                 Alarm(enforce_hard=False),  # the hard limit is this supervisor's
             ),
+            stop=stop,
+            max_tasks=self.worker.max_tasks_per_child,
         )
         loop = ConsumeLoop(self.app, config, cid, on_ready=on_ready)
         loops.append(loop)
