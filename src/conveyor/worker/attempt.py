@@ -55,6 +55,7 @@ class Attempt:
         "request",
         "runner",
         "settled",
+        "stores",
         "task",
     )
 
@@ -71,6 +72,7 @@ class Attempt:
         self.deadlines: Deadlines | None = None  # its limits, while the body runs
         self.executing = False  # the body runs: time limits and terminate apply
         self.outcome: Outcome | None = None
+        self.stores = True  # its outcome is stored (not ignore_result); set by begin()
         # Where the pool runs it (a thread id; an asyncio.Task), for stopping it.
         self.runner: object = None
         # True once its outcome is recorded and its lease ended (here or by the keeper,
@@ -95,14 +97,15 @@ class Attempt:
 
     def execute(self) -> None:
         """Run the task on this thread and set the outcome (the sync pools)."""
-        executor = self.executor
+        executor, envelope, task = self.executor, self.envelope, self.task
+        assert envelope is not None and task is not None, "execute() before prepare()"
         self.arm()
         try:
             if not executor.begin(self):
                 return
             started = time.perf_counter()
             try:
-                value = self.call()
+                value = task.run(*envelope.args, **envelope.kwargs)  # call(), inlined
             except Exception as exc:
                 # While the request is still current: autoretry's task.retry reads it.
                 try:
@@ -127,9 +130,14 @@ class Attempt:
     # the steps of execute, for pools that run tasks themselves -------------------------
     def arm(self) -> None:
         """Start the clock on the task's time limits and tell the pool's watchers."""
-        self.deadlines = self.executor.deadlines(self)
+        envelope, task, executor = self.envelope, self.task, self.executor
+        assert envelope is not None and task is not None
+        # The message's limits, else the task's, else the configured defaults.
+        soft = envelope.soft_time_limit or task.soft_time_limit or executor.soft_limit
+        hard = envelope.time_limit or task.time_limit or executor.hard_limit
+        self.deadlines = Deadlines.start(soft, hard) if (soft or hard) else None
         self.executing = True
-        for watcher in self.executor.watchers:
+        for watcher in executor.watchers:
             watcher.started(self)
 
     def begin(self) -> bool:
@@ -166,4 +174,5 @@ class Attempt:
 
     def _end(self) -> None:
         pop_request()
-        self.executor.release(self)
+        if self.admission is not None:
+            self.executor.release(self)

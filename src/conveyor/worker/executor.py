@@ -36,7 +36,6 @@ from .admission import AdmissionGate
 from .attempt import Attempt
 from .hooks import WorkerHooks
 from .revocations import RevocationCache
-from .timelimits import Deadlines
 from .workflow import Workflow, in_workflow
 
 if TYPE_CHECKING:
@@ -114,9 +113,10 @@ class Executor:
         it is decoded and checked dead-letters it with the reason, and REJECTED is
         stored under its id when one can be read from it (message.message_head)."""
         delivery = attempt.delivery
-        outcome = self._refuse_unread(delivery)
-        if outcome is not None:
-            attempt.outcome = outcome
+        if delivery.deliveries > self.max_deliveries or (
+            self.max_size and len(delivery.body) > self.max_size
+        ):
+            attempt.outcome = self._refuse_unread(delivery)
             return False
         try:
             envelope = decode_envelope(delivery.body, self.accept)
@@ -138,12 +138,14 @@ class Executor:
             attempt.outcome = self._reject(delivery, _head_request(delivery.body), reason)
             return False
         attempt.request = request
-        outcome = self._check(attempt, envelope, request)
-        if outcome is not None:
-            attempt.outcome = outcome
-            return False
+        task = self.app.tasks.get(envelope.task)
+        if task is None or self.gate.watches(envelope.task):
+            outcome = self._check(attempt, envelope, request)
+            if outcome is not None:
+                attempt.outcome = outcome
+                return False
+            task = self.app.tasks[envelope.task]
         self.hooks.task_received(request)
-        task = self.app.tasks[envelope.task]
         attempt.envelope = envelope
         attempt.task = task
         attempt.acks_late = self.acks_late if task.acks_late is None else task.acks_late
@@ -152,7 +154,7 @@ class Executor:
             self.consumer.ack(delivery)
         return True
 
-    def _refuse_unread(self, delivery: Delivery) -> Outcome | None:
+    def _refuse_unread(self, delivery: Delivery) -> Outcome:
         """Refuse a message before decoding it: a poison one, or one too large."""
         if delivery.deliveries > self.max_deliveries:
             # Its worker died every time it had it: a poison message. Checked before
@@ -163,14 +165,12 @@ class Executor:
                 f"delivered {delivery.deliveries} times and its worker died each time "
                 f"(task_max_deliveries={self.max_deliveries})",
             )
-        if self.max_size and len(delivery.body) > self.max_size:
-            return self._reject(
-                delivery,
-                _head_request(delivery.body),
-                f"message of {len(delivery.body):,} bytes is over broker_max_message_size "
-                f"({self.max_size:,})",
-            )
-        return None
+        return self._reject(
+            delivery,
+            _head_request(delivery.body),
+            f"message of {len(delivery.body):,} bytes is over broker_max_message_size "
+            f"({self.max_size:,})",
+        )
 
     def _check(self, attempt: Attempt, envelope: Envelope, request: Context) -> Outcome | None:
         """Why the message will not run (dead-lettered or deferred), or None."""
@@ -189,21 +189,14 @@ class Executor:
             attempt.admission = admission
         return None
 
-    def deadlines(self, attempt: Attempt) -> Deadlines | None:
-        """The attempt's time limits, starting now (the message's, else the task's, else
-        the configured defaults)."""
-        envelope, task = attempt.envelope, attempt.task
-        assert envelope is not None and task is not None
-        soft = envelope.soft_time_limit or task.soft_time_limit or self.soft_limit
-        hard = envelope.time_limit or task.time_limit or self.hard_limit
-        return Deadlines.start(soft, hard) if (soft or hard) else None
-
     # execute ----------------------------------------------------------------------------
     def begin(self, attempt: Attempt) -> bool:
         """Check revocation and expiry, record STARTED, make the request current."""
         envelope, request, task = attempt.envelope, attempt.request, attempt.task
         assert envelope is not None and request is not None and task is not None
-        store = not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
+        store = attempt.stores = not (
+            envelope.ignore_result or _flag(task.ignore_result, self.ignore_result)
+        )
         if envelope.id in self.revocations:
             attempt.outcome = self._revoked(request, "revoked", store)
             self.release(attempt)
@@ -223,14 +216,14 @@ class Executor:
         envelope, request = attempt.envelope, attempt.request
         assert envelope is not None and request is not None
         self.hooks.task_succeeded(request, value, runtime)
-        attempt.outcome = self._succeeded(envelope, request, value, self._stores(attempt))
+        attempt.outcome = self._succeeded(envelope, request, value, attempt.stores)
 
     def raised(self, attempt: Attempt, exc: Exception, runtime: float) -> None:
         """The body raised ``exc`` (called while handling it): retry, revoked, failed,
         or, when the call itself did not fit, dead-lettered."""
         request = attempt.request
         assert request is not None and attempt.task is not None
-        store = self._stores(attempt)
+        store = attempt.stores
         if isinstance(exc, Retry):
             attempt.outcome = self._retried(request, exc, store)
         elif isinstance(exc, TaskRevokedError):
@@ -264,11 +257,6 @@ class Executor:
         admission, attempt.admission = attempt.admission, None
         if admission is not None and admission.slot is not None:
             self.gate.release(admission)
-
-    def _stores(self, attempt: Attempt) -> bool:
-        envelope, task = attempt.envelope, attempt.task
-        assert envelope is not None and task is not None
-        return not (envelope.ignore_result or _flag(task.ignore_result, self.ignore_result))
 
     # settle -----------------------------------------------------------------------------
     def settle(self, attempt: Attempt) -> None:
@@ -408,13 +396,19 @@ def _head_request(body: bytes) -> Context | None:
 
 def _bad_call(exc: TypeError) -> bool:
     """True when the TypeError was raised by calling the task function, not inside it:
-    the innermost frame is the call site (``Attempt.call``, or ``Task.run``)."""
+    the innermost frame is the call site (``Attempt.execute`` or ``Attempt.call``, or
+    ``Task.run``)."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code in (Attempt.call.__code__, Task.run.__code__)
+    return tb.tb_frame.f_code in _CALL_SITES
+
+
+# Where the task body is called from: a TypeError raised in one of these frames is the
+# call not fitting the signature.
+_CALL_SITES = (Attempt.execute.__code__, Attempt.call.__code__, Task.run.__code__)
 
 
 class _Head(msgspec.Struct):

@@ -85,7 +85,8 @@ class Alarm:
             self.arm(attempt.deadlines)
 
     def finished(self, attempt: Attempt) -> None:
-        self.disarm()
+        if self.deadlines is not None:
+            self.disarm()
 
     def _next(self) -> float | None:
         d = self.deadlines
