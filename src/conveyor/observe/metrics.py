@@ -182,16 +182,42 @@ def registry_for(app: Conveyor, multiprocess_dir: str | None = None) -> Any:
     """The registry an HTTP server exposes: the broker's gauges, plus the task metrics
     summed over the worker's processes (multiprocess) or this process's own."""
     from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     if multiprocess_dir is not None:
         registry = CollectorRegistry()
-        # prometheus_client leaves this constructor unannotated.
-        MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(_SettledFiles(multiprocess_dir))
     else:
         registry = REGISTRY
     registry.register(BrokerCollector(app))
     return registry
+
+
+class _SettledFiles:
+    """prometheus_client's multiprocess collector, skipping a file a process has just
+    created and not yet sized (reading it raises struct.error: a 500 on that scrape)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        import glob
+
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [
+            name
+            for name in glob.glob(os.path.join(self.path, "*.db"))
+            if _size(name) > 0
+        ]
+        # prometheus_client leaves merge unannotated.
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # removed meanwhile (a dead process's live gauges)
+        return 0
 
 
 def bind_server(app: Conveyor, port: int, multiprocess_dir: str | None, host: str = "") -> Any:
