@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import redis
+from ..exceptions import BrokerUnavailable
 
 if TYPE_CHECKING:
     from ..stores.coordination import Leases
@@ -32,7 +32,7 @@ __all__ = ["LeaderLease", "default_owner"]
 logger = logging.getLogger("conveyor.beat")
 
 # The broker is unreachable for now: not leading, try again later.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+TRANSIENT = (BrokerUnavailable,)
 
 
 def default_owner() -> str:

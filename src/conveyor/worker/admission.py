@@ -26,8 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis
-
+from ..exceptions import BrokerUnavailable
 from ..limits import call_key, parse_rate
 from ..stores.transport import require_leases
 
@@ -42,7 +41,7 @@ __all__ = ["Admission", "AdmissionGate"]
 logger = logging.getLogger("conveyor.worker")
 
 # The broker is unreachable for now (the loop's own handling takes over).
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+TRANSIENT = (BrokerUnavailable,)
 REFRESH_SECONDS = 1.0
 # A call that found its concurrency slots taken waits 50 ms, then twice as long each
 # time it is turned away again, up to 1 s (with jitter, so waiters spread out).

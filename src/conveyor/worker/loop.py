@@ -23,7 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from ..exceptions import (
+    BrokerUnavailable,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from ..stores.transport import Delivery, ResultWrite, TransportConsumer
 from .attempt import Attempt
 from .executor import AttemptWatcher, Executor
@@ -48,18 +53,10 @@ __all__ = ["ConsumeLoop", "LoopConfig"]
 
 logger = logging.getLogger("conveyor.worker")
 
-# Errors that mean "the broker is unreachable for now": wait and try again.
-try:
-    import redis as _redis
-
-    TRANSIENT: tuple[type[BaseException], ...] = (
-        _redis.ConnectionError,
-        _redis.TimeoutError,
-        ConnectionError,
-        OSError,
-    )
-except ImportError:  # pragma: no cover - redis is a dependency
-    TRANSIENT = (ConnectionError, OSError)
+# Errors that mean "the broker is unreachable for now": wait and try again. Every store
+# maps its client's errors to this one class (stores/redis/connection.py, SQLite's
+# Database._retry), so nothing here knows a client library.
+TRANSIENT: tuple[type[BaseException], ...] = (BrokerUnavailable,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from redis.connection import (
 )
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
+from redis.sentinel import SentinelManagedConnection
 
 from ...exceptions import BrokerUnavailable, ConfigurationError
 from ..urls import masked
@@ -96,24 +97,53 @@ class RedisUnavailable(BrokerUnavailable, redis.ConnectionError):
     still a redis-py ``ConnectionError`` for redis-py's own retry and reconnect logic."""
 
 
-class _MappedConnect(AbstractConnection):
-    """Maps a failed connect to :class:`RedisUnavailable`, in one place: the message
-    names the URL (password masked) and the reason in a line, instead of redis-py's
-    traceback ("cannot reach the broker at redis://localhost:1/0: connection refused")."""
+class _MappedErrors(AbstractConnection):
+    """Maps redis-py's connection errors to :class:`RedisUnavailable`, in one place for
+    every Redis call conveyor makes (the client, pipelines, scripts and our own
+    :class:`RedisLink` all go through a pool's connections): connect, send and read. The
+    message names the URL (password masked) and the reason in a line, instead of
+    redis-py's traceback ("cannot reach the broker at redis://localhost:1/0: connection
+    refused"). ``RedisUnavailable`` is still a redis-py ``ConnectionError``, so redis-py's
+    own retry and reconnect logic sees what it always saw."""
 
     conveyor_url = ""
     conveyor_role = "the broker"
+
+    def _unavailable(self, exc: BaseException) -> RedisUnavailable:
+        return RedisUnavailable(
+            f"cannot reach {self.conveyor_role} at {self.conveyor_url}: {_reason(exc)}",
+            url=self.conveyor_url,
+        )
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().connect_check_health(*args, **kwargs)
         except RedisUnavailable:
             raise
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot reach {self.conveyor_role} at {self.conveyor_url}: {_reason(exc)}",
-                url=self.conveyor_url,
-            ) from exc
+        except _CLIENT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        parent: Any = super()  # redis-py leaves this one untyped
+        try:
+            parent.send_packed_command(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except _CLIENT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except _CLIENT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+
+# What redis-py raises when the server is gone or silent (its own classes, and the
+# socket's). BusyLoadingError and MasterNotFoundError are ConnectionErrors too.
+_CLIENT_ERRORS = CONNECTION_ERRORS
 
 
 def _reason(exc: BaseException) -> str:
@@ -186,8 +216,12 @@ def _connection_class(url: str, role: str, tls: bool) -> type[AbstractConnection
         base = UnixDomainSocketConnection
     elif url.startswith("rediss:") or tls:
         base = SSLConnection
+    return _mapped(base, url, role)
+
+
+def _mapped(base: type[Any], url: str, role: str) -> type[AbstractConnection]:
     attributes = {"conveyor_url": masked(url), "conveyor_role": role}
-    return type(f"Mapped{base.__name__}", (_MappedConnect, base), attributes)
+    return type(f"Mapped{base.__name__}", (_MappedErrors, base), attributes)
 
 
 def pool_from_url(
@@ -221,6 +255,7 @@ def pool_from_url(
     if is_sentinel_url(url):
         if tls is not None:
             raise ConfigurationError("TLS options with sentinel:// are not supported yet")
+        options["connection_class"] = _mapped(SentinelManagedConnection, url, role)
         return sentinel_pool(url, read, **options)
     options.update(tls or {})
     options["connection_class"] = _connection_class(url, role, tls is not None)
@@ -290,7 +325,13 @@ class RedisLink:
     # commands -----------------------------------------------------------------------
     def send(self, commands: Sequence[Command]) -> None:
         """Send without waiting for replies (they are read by the next call or drain)."""
-        conn = self._connection()
+        conn = self._conn
+        if conn is None:
+            # Kept before connecting: a connect that fails (Redis down) must not drop an
+            # ack or a result; the connect that succeeds sends them with the rest.
+            self._unconfirmed.extend(commands)
+            self._connection()
+            return
         try:
             conn.send_packed_command([_pack(commands)], check_health=False)
         except CONNECTION_ERRORS:

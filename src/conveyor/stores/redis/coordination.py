@@ -25,7 +25,7 @@ import redis
 
 from ..coordination import Coordinator, DeadLetter, Revocations
 from ..transport import priority_level
-from .connection import RedisLink, Script, load_script, pool_from_url
+from .connection import CONNECTION_ERRORS, RedisLink, Script, load_script, pool_from_url
 from .connection import text as _text
 from .keys import RedisKeys
 
@@ -46,7 +46,6 @@ SLOT = load_script(_PACKAGE, "slot")
 RENEW = load_script(_PACKAGE, "renew")
 REVOKE = load_script(_PACKAGE, "revoke")
 
-_RETRY = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def _ms(seconds: float) -> int:
@@ -107,7 +106,7 @@ class RedisCoordinator(Coordinator):
     def _run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
             return self._link().script(script, keys, args)
-        except _RETRY:
+        except CONNECTION_ERRORS:
             return self._link().script(script, keys, args)  # one reconnect, then raise
 
     # leases (beat's leader) -----------------------------------------------------------

@@ -34,7 +34,14 @@ from ..transport import (
     TransportConsumer,
     priority_level,
 )
-from .connection import RedisLink, load_script, pool_from_url, replicated_call, ssl_options
+from .connection import (
+    CONNECTION_ERRORS,
+    RedisLink,
+    load_script,
+    pool_from_url,
+    replicated_call,
+    ssl_options,
+)
 from .connection import text as _text
 from .coordination import RedisCoordinator
 from .keys import RedisKeys
@@ -137,14 +144,14 @@ class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
         link = self._link()
         try:
             replicated_call(link, commands, self.options)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except CONNECTION_ERRORS:
             replicated_call(link, commands, self.options)
 
     def _call(self, command: tuple[Any, ...]) -> Any:
         link = self._link()
         try:
             return link.call(command)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except CONNECTION_ERRORS:
             return link.call(command)  # one reconnect, then the error reaches the caller
 
     # consuming ----------------------------------------------------------------------
@@ -197,7 +204,7 @@ class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
         args = (delivery.tag, max(0, int(delay * 1000)))
         try:
             self._link().script(DEFER, keys, args)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except CONNECTION_ERRORS:
             self._link().script(DEFER, keys, args)  # one reconnect, then the error is raised
 
     # inspection ---------------------------------------------------------------------

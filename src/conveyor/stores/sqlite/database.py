@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from ...exceptions import BrokerError, ConfigurationError
+from ...exceptions import BrokerUnavailable, ConfigurationError
 from .checkpointer import BACKSTOP_PAGES, checkpointer_for
 
 __all__ = ["TAKE_WAITERS", "Database", "SQLiteBusy", "path_from_url"]
@@ -178,9 +178,10 @@ _FIRST_BACKOFF = 0.00002
 _MAX_BACKOFF = 0.001
 
 
-class SQLiteBusy(BrokerError, ConnectionError):
-    """The database stayed locked for longer than ``busy_timeout``. A ConnectionError,
-    so the worker's loop treats it as an outage: it waits and tries again."""
+class SQLiteBusy(BrokerUnavailable):
+    """The database stayed locked for longer than ``busy_timeout``: the store's one
+    mapping of SQLite's errors to :class:`BrokerUnavailable` (``Database._retry``), so
+    the worker's loop treats it as an outage: it waits and tries again."""
 
 
 def path_from_url(url: str) -> tuple[Path, dict[str, str]]:
@@ -367,7 +368,10 @@ class Database:
                 if not _busy(exc):
                     raise
                 if time.monotonic() >= deadline:
-                    raise SQLiteBusy(f"{self.path} stayed locked for {self.busy_timeout}s") from exc
+                    raise SQLiteBusy(
+                        f"{self.path} stayed locked for {self.busy_timeout}s",
+                        url=f"sqlite:///{self.path}",
+                    ) from exc
             time.sleep(pause)
             pause = min(pause * 2, _MAX_BACKOFF)
 
