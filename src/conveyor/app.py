@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import logging
 import os
@@ -15,6 +14,7 @@ from .builtins import register_builtins
 from .config import Settings
 from .events import EventBus
 from .exceptions import ConfigurationError, NotRegistered
+from .producer import Producer
 from .result import AsyncResult
 from .signals import Signal
 from .task import Task
@@ -102,6 +102,8 @@ class Conveyor:
         self.events = EventBus(self)
         self._autodiscover: list[tuple[Any, str]] = []  # put off until finalize/start
         self._announced_default = False
+        # Every message leaves through it (conveyor/producer.py).
+        self.producer = Producer(self)
         for fun, options in _shared:
             self._register(fun, options)
         register_builtins(self)  # the chord join, map and starmap tasks workflows send
@@ -391,17 +393,9 @@ class Conveyor:
         return AsyncResult(task_id, self)
 
     def route(self, name: str) -> str:
-        """The queue a task goes to: ``task_routes`` (exact name, then glob), else the
-        default queue."""
-        values = self.conf.raw
-        routes = values["task_routes"]
-        if routes:
-            for table in routes if isinstance(routes, (list, tuple)) else (routes,):
-                queue = _match_route(table, name)
-                if queue:
-                    return queue
-        default: str = values["task_default_queue"]
-        return default
+        """The queue ``task_routes`` gives a task, else the default queue (see
+        :meth:`conveyor.producer.Producer.route`)."""
+        return self.producer.route(name)
 
     # periodic tasks ----------------------------------------------------------------
     def finalize(self) -> None:
@@ -500,28 +494,6 @@ class Conveyor:
 
     def __repr__(self) -> str:
         return f"<Conveyor {self.main}>"
-
-
-def _match_route(table: Any, name: str) -> str | None:
-    if callable(table):
-        found = table(name, None, None, None)
-        return _queue_of(found)
-    if isinstance(table, Mapping):
-        if name in table:
-            return _queue_of(table[name])
-        for pattern, target in table.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                return _queue_of(target)
-    return None
-
-
-def _queue_of(target: Any) -> str | None:
-    if target is None:
-        return None
-    if isinstance(target, str):
-        return target
-    queue = target.get("queue")
-    return str(queue) if queue else None
 
 
 def _not_here(name: str) -> Callable[..., Any]:

@@ -13,13 +13,13 @@ import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
 from .exceptions import MaxRetriesExceededError, Retry
-from .limits import KeySpec, call_key
-from .message import Envelope, encode_envelope
+from .limits import KeySpec
+from .message import Envelope
 from .result import AsyncResult, EagerResult
 from .stores.results import ResultMeta, encode_meta, error_meta
 
@@ -313,9 +313,16 @@ class Task(Generic[P, R]):
 
                 apply_eager_links(result, link, link_error, app)
             return result
-        envelope = self._envelope(
+        sent = app.producer.call(
+            self,
             args,
             kwargs,
+            countdown=countdown,
+            eta=eta,
+            queue=queue,
+            serializer=serializer,
+            idempotency_key=idempotency_key,
+            idempotency_window=idempotency_window,
             task_id=task_id,
             expires=expires,
             priority=priority,
@@ -327,35 +334,7 @@ class Task(Generic[P, R]):
             link_error=link_error,
             workflow=options,
         )
-        body = encode_envelope(
-            envelope,
-            serializer or self.serializer or conf["task_serializer"],
-            conf["broker_max_message_size"],
-        )
-        if idempotency_key is None and self.idempotency_key:
-            idempotency_key = call_key(self, self.idempotency_key, envelope.args, envelope.kwargs)
-        if idempotency_key is not None:
-            window = idempotency_window or self.idempotency_window
-            first = app.coordinator.publish_unique(
-                app.broker,
-                queue or self.queue or app.route(self.name),
-                body,
-                key=f"{self.name}:{idempotency_key}",
-                task_id=envelope.id,
-                ttl=float(window or conf["task_idempotency_window"]),
-                priority=envelope.priority or 0,
-                countdown=countdown,
-                eta=_epoch(eta),
-            )
-            return self._ticket(first or envelope.id, envelope.ignore_result)
-        app.broker.publish(
-            queue or self.queue or app.route(self.name),
-            (body,),
-            priority=envelope.priority or 0,
-            countdown=countdown,
-            eta=_epoch(eta),
-        )
-        return self._ticket(envelope.id, envelope.ignore_result)
+        return self._ticket(sent, bool(ignore_result))
 
     def _ticket(self, task_id: str, ignore_result: bool) -> AsyncResult[R]:
         """The result of a send; with no result to be stored, ``get()`` returns None at
@@ -381,17 +360,13 @@ class Task(Generic[P, R]):
         ``calls`` holds one argument tuple per call: ``add.delay_many([(1, 2), (3, 4)])``.
         """
         app = self.app
-        serializer = self.serializer or app.conf.task_serializer
-        envelopes = [self._envelope(args, None, priority=priority) for args in calls]
-        limit = app.conf.raw["broker_max_message_size"]
-        bodies = [encode_envelope(e, serializer, limit) for e in envelopes]
+        producer = app.producer
         if app.conf.task_always_eager:
+            envelopes = [producer.envelope(self, args, None, priority=priority) for args in calls]
+            for envelope in envelopes:  # what could not travel fails here too
+                producer.encode(envelope, producer.serializer_for(self))
             return [self.apply(e.args, e.kwargs, task_id=e.id) for e in envelopes]
-        app.broker.publish(
-            queue or self.queue or app.route(self.name),
-            bodies,
-            priority=envelopes[0].priority or 0 if envelopes else 0,
-        )
+        envelopes = producer.bulk(self, calls, queue=queue, priority=priority)
         return [AsyncResult(e.id, app, self.name) for e in envelopes]
 
     def _envelope(
@@ -410,38 +385,22 @@ class Task(Generic[P, R]):
         link_error: Any = None,
         workflow: Mapping[str, Any] | None = None,
     ) -> Envelope:
-        if self.typing:
-            self.check_arguments(args or (), kwargs or {})
-        now = time.time()
-        parent = current_request()
-        task_id = task_id or new_task_id()
-        if priority is None:
-            priority = self.priority
-            if priority is None:
-                priority = self.app.conf.raw["task_default_priority"]
-        expires_at = _epoch(expires, relative_to=now)
-        envelope = Envelope(
-            id=task_id,
-            task=self.name,
-            args=list(args) if args else [],
-            kwargs=dict(kwargs) if kwargs else {},
-            expires=expires_at,
+        """A new call of this task, not sent (see :meth:`Producer.envelope`)."""
+        return self.app.producer.envelope(
+            self,
+            args,
+            kwargs,
+            task_id=task_id,
+            expires=expires,
             priority=priority,
-            root_id=(parent.root_id or parent.id) if parent and parent.id else task_id,
-            parent_id=parent.id if parent else None,
-            ignore_result=bool(ignore_result) if ignore_result is not None else False,
+            headers=headers,
+            ignore_result=ignore_result,
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
-            sent_at=now,
-            headers=dict(headers) if headers else {},
+            link=link,
+            link_error=link_error,
+            workflow=workflow,
         )
-        if parent is not None and parent.id is not None:
-            if parent.children is None:
-                parent.children = []
-            parent.children.append(task_id)  # stored with its result: AsyncResult.children
-        if link is not None or link_error is not None or workflow:
-            _place(envelope, link, link_error, workflow)
-        return envelope
 
     # eager -------------------------------------------------------------------------
     def _run_with_autoretry(self, request: Context) -> R:
@@ -563,37 +522,12 @@ class Task(Generic[P, R]):
                 retries=request.retries + 1,
             )
             raise Retry(exc=exc, when=countdown, eager_result=result)
-        envelope = Envelope(
-            id=request.id,
-            task=self.name,
-            args=list(request.args if args is None else args),
-            kwargs=dict(request.kwargs if kwargs is None else kwargs),
-            retries=request.retries + 1,
-            expires=request.expires,
-            priority=request.delivery_info.get("priority"),
-            root_id=request.root_id,
-            parent_id=request.parent_id,
-            group_id=request.group,
-            time_limit=request.time_limit,
-            soft_time_limit=request.soft_time_limit,
-            sent_at=time.time(),
-            headers=request.headers,
-            # The next attempt is the same step of the same workflow.
-            callbacks=request.callbacks,
-            errbacks=request.errbacks,
-            chord=request.chord,
+        self.app.producer.retry(
+            self, request, args, kwargs, countdown=countdown, eta=eta, queue=options.get("queue")
         )
-        app = self.app
-        body = encode_envelope(
-            envelope,
-            self.serializer or app.conf.raw["task_serializer"],
-            app.conf.raw["broker_max_message_size"],
-        )
-        queue = options.get("queue") or request.delivery_info.get("queue") or app.route(self.name)
-        app.broker.publish(
-            queue, (body,), priority=envelope.priority or 0, countdown=countdown, eta=_epoch(eta)
-        )
-        raise Retry(exc=exc, when=_epoch(eta) if eta is not None else countdown)
+        from .producer import to_epoch
+
+        raise Retry(exc=exc, when=to_epoch(eta) if eta is not None else countdown)
 
     def replace(self, sig: Signature[Any] | Mapping[str, Any]) -> Any:
         """Hand this task's place in its workflow to ``sig`` (a task, chain, group or
@@ -701,34 +635,3 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
-
-
-def _place(
-    envelope: Envelope, link: Any, link_error: Any, workflow: Mapping[str, Any] | None
-) -> None:
-    """Where a call sits in a workflow (canvas/): its callbacks, and the ids that
-    place it (set by a chain, group or chord, and by a worker sending a callback)."""
-    if link is not None or link_error is not None:
-        from .canvas import signature_dicts
-
-        envelope.callbacks = signature_dicts(link)
-        envelope.errbacks = signature_dicts(link_error)
-    if workflow:
-        envelope.root_id = workflow.get("root_id") or envelope.root_id
-        envelope.parent_id = workflow.get("parent_id") or envelope.parent_id
-        envelope.group_id = workflow.get("group_id")
-        envelope.chord = workflow.get("chord")
-
-
-def _epoch(value: datetime | float | None, relative_to: float | None = None) -> float | None:
-    """A datetime (naive means UTC, as with Celery's enable_utc) or a number of seconds
-    (relative to ``relative_to`` when given, else already an epoch time) as epoch."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    if relative_to is not None:
-        return relative_to + float(value)
-    return float(value)

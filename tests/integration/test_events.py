@@ -1,5 +1,5 @@
 """Typed events on a real worker (redis and sqlite): each emitted once, with Celery's
-fields, from the worker's one emission point."""
+fields, from the worker's one emission point and the producer's."""
 
 from __future__ import annotations
 
@@ -53,7 +53,26 @@ def test_each_task_and_worker_event_is_emitted_once_with_celerys_fields(
     assert unknown.state == states.REJECTED
     worker.stop()
 
-    events = [e for e in _recorded(redis_url) if e["emitted_by"] != os.getpid()]
+    recorded = _recorded(redis_url)
+    sent_here = Counter((e["uuid"], e["kind"]) for e in recorded if e["emitted_by"] == os.getpid())
+    assert sent_here == Counter(
+        (result.id, "call") for result in (ok, broken, retried, revoked, unknown)
+    )
+    sent_ok = next(e for e in recorded if e["type"] == "task-sent" and e["uuid"] == ok.id)
+    assert (sent_ok["name"], sent_ok["args"], sent_ok["kwargs"]) == (
+        "tests.apps.events.add",
+        "[2]",
+        "{'y': 3}",
+    )
+    assert (sent_ok["queue"], sent_ok["routing_key"], sent_ok["retries"]) == ("celery",) * 2 + (0,)
+    sent_later = next(e for e in recorded if e["type"] == "task-sent" and e["uuid"] == revoked.id)
+    assert sent_later["eta"] == pytest.approx(sent_later["timestamp"] + 2.5, abs=0.5)
+
+    events = [e for e in recorded if e["emitted_by"] != os.getpid()]
+    # The worker sends the retry through its producer: announced there, once.
+    assert [(e["uuid"], e["kind"], e["retries"]) for e in events if e["type"] == "task-sent"] == [
+        (retried.id, "retry", 1)
+    ]
     count = Counter((e["type"], e.get("uuid")) for e in events)
     by = {(e["type"], e.get("uuid")): e for e in events}
 

@@ -1,16 +1,17 @@
-"""The messages a chord sends from the backend: its join task, built (not sent) when
-the chord starts, and the text of the ChordError a failed header task gives."""
+"""Messages a workflow builds through the producer without sending them at once: a
+group's members (sent in bulk), a chord's join task (built when the chord starts, queued
+by the backend), and the text of the ChordError a failed header task gives."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..message import encode_envelope
 from ..stores.results import ChordBody
 from .signature import CHORD_JOIN, Signature
 
 if TYPE_CHECKING:
+    from ..message import Envelope
     from ..task import Task
 
 __all__ = ["draft_message", "failure_text", "join_message"]
@@ -18,11 +19,12 @@ __all__ = ["draft_message", "failure_text", "join_message"]
 
 def draft_message(
     task: Task[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
-) -> tuple[str, int, bytes, str]:
-    """What ``task.apply_async(args, kwargs, **options)`` would publish, not published:
-    (queue, priority level, body, task id)."""
-    app = task.app
-    envelope = task._envelope(
+) -> tuple[str, Envelope, str]:
+    """What ``task.apply_async(args, kwargs, **options)`` would send, not sent:
+    (queue, envelope, serializer), from the producer."""
+    producer = task.app.producer
+    envelope = producer.envelope(
+        task,
         args,
         kwargs,
         task_id=options.get("task_id"),
@@ -36,10 +38,8 @@ def draft_message(
         link_error=options.get("link_error"),
         workflow=options,
     )
-    serializer = options.get("serializer") or task.serializer or app.conf.task_serializer
-    body = encode_envelope(envelope, serializer, app.conf.raw["broker_max_message_size"])
-    queue = options.get("queue") or task.queue or app.route(task.name)
-    return queue, envelope.priority or 0, body, envelope.id
+    queue = producer.queue_for(task, options.get("queue"))
+    return queue, envelope, producer.serializer_for(task, options.get("serializer"))
 
 
 def join_message(
@@ -61,11 +61,13 @@ def join_message(
     }
     # The join goes where the body would, so a worker that serves the body serves it.
     if type(body) is Signature:
-        options["queue"] = body.options.get("queue") or body.type.queue or app.route(body.task)
+        options["queue"] = app.producer.queue_for(body.type, body.options.get("queue"))
         if body.options.get("priority") is not None:
             options["priority"] = body.options["priority"]
-    queue, priority, message, _ = draft_message(join, [chord_id], {}, options)
-    return ChordBody(message, queue, priority)
+    queue, envelope, serializer = draft_message(join, [chord_id], {}, options)
+    # Hooked and announced now; the store (or the worker) queues it at the end.
+    message = app.producer.prepare(envelope, queue, serializer)
+    return ChordBody(message, queue, envelope.priority or 0)
 
 
 def failure_text(chord_id: str, task_id: str, meta: Any) -> str:

@@ -25,6 +25,7 @@ from .signature import (
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from ..message import Envelope
 
 __all__ = ["chain", "chord", "chunks", "collected", "countable", "group", "last_task"]
 
@@ -249,23 +250,25 @@ class group(_Composite):
         gid: str = merged.pop("task_id", None) or new_task_id()
         merged.pop("group_id", None)
         results: list[AsyncResult[Any]] = []
-        batches: dict[tuple[str, int], list[bytes]] = {}
+        batches: dict[tuple[str, int, str], list[Envelope]] = {}
         for member in self.tasks:
             member_options = merge_options(merged, member.options)
             member_options["group_id"] = gid
             if _bulk(member, member_options):
                 member_args, member_kwargs = member._merge(args, kwargs)
-                queue, priority, body, task_id = draft_message(
+                queue, envelope, serializer = draft_message(
                     member.type, member_args, member_kwargs, member_options
                 )
-                batches.setdefault((queue, priority), []).append(body)
-                results.append(AsyncResult(task_id, app, member.task))
+                batches.setdefault((queue, envelope.priority or 0, serializer), []).append(envelope)
+                results.append(AsyncResult(envelope.id, app, member.task))
             else:
                 sent = member.clone(args, kwargs)
                 sent.options = member_options
                 results.append(sent.apply_async())
-        for (queue, priority), bodies in batches.items():
-            app.broker.publish(queue, bodies, priority=priority)
+        for (queue, priority, serializer), envelopes in batches.items():
+            app.producer.send_batch(
+                envelopes, queue, serializer, priority=priority, kind="workflow"
+            )
         return GroupResult(gid, results, app)
 
     def apply(

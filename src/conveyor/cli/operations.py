@@ -7,7 +7,6 @@ import json
 
 import click
 
-from ..stores.coordination import replay_dead_letters
 from .main import AppContext
 
 
@@ -86,9 +85,7 @@ def dlq_replay(obj: AppContext, letter_ids: tuple[str, ...], replay_all: bool) -
         raise click.UsageError("give dead-letter ids, or --all")
     if letter_ids and replay_all:
         raise click.UsageError("give dead-letter ids or --all, not both")
-    app = obj.app
-    chosen = None if replay_all else list(letter_ids)
-    count = replay_dead_letters(app.coordinator, app.broker, chosen)
+    count = obj.app.producer.replay(None if replay_all else list(letter_ids))
     if letter_ids and count < len(letter_ids):
         raise click.ClickException(f"replayed {count} of {len(letter_ids)}: some ids are unknown")
     click.echo(f"Replayed {count} message{'s' if count != 1 else ''}.")

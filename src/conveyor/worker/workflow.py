@@ -141,7 +141,8 @@ class Workflow:
         send the body if this completed the chord and the backend did not queue it."""
         body = self.app.backend.chord_part(chord["id"], write)
         if body is not None:
-            self.broker.publish(body.queue, (body.body,), priority=body.priority)
+            # Built and announced by the producer when the chord was sent.
+            self.app.producer.publish_prepared(body.queue, body.body, body.priority)
 
     def fail_downstream(self, callbacks: Iterable[dict[str, Any]], payload: bytes) -> None:
         """Give every task the callbacks would send the failure in ``payload``."""
