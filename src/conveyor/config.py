@@ -16,7 +16,7 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULTS", "OLD_NAMES", "Settings"]
+__all__ = ["DEFAULTS", "NOT_SUPPORTED", "OLD_NAMES", "Settings"]
 
 DEFAULTS: dict[str, Any] = {
     # where messages and results live
@@ -95,6 +95,25 @@ DEFAULTS: dict[str, Any] = {
     "beat_lease_seconds": 10.0,
     # conveyor only
     "redis_key_prefix": "conveyor",
+}
+
+# Celery names conveyor accepts but does not act on (beyond their default): setting one to
+# anything else warns "not supported by conveyor", with what conveyor does instead,
+# rather than being silently ignored. tests/unit/test_settings_read.py checks that every
+# other name in DEFAULTS is read somewhere.
+NOT_SUPPORTED: dict[str, str] = {
+    "broker_connection_retry_on_startup": "a worker always waits for the broker at start",
+    "result_extended": "results keep the task name, retries, worker and parent, never the "
+    "arguments",
+    "result_serializer": "results are always stored as JSON (msgspec)",
+    "result_accept_content": "results are always stored as JSON (msgspec)",
+    "task_create_missing_queues": "a queue always exists once a message is sent to it",
+    "task_protocol": "messages use conveyor's own versioned envelope",
+    "task_store_eager_result": "eager calls (task_always_eager) never store results",
+    "task_annotations": "set options on the task itself (@app.task(rate_limit=...)) or at "
+    "run time (app.control.rate_limit)",
+    "worker_send_task_events": "task events reach in-process listeners (app.events, "
+    "worker --metrics-port); there is no event stream to send them on",
 }
 
 # The names Celery 3 used, still read by config_from_object (Celery's own table, trimmed
@@ -188,6 +207,12 @@ class Settings(MutableMapping[str, Any]):
             )
         if name not in DEFAULTS:
             _warn_unknown(name)
+        elif name in NOT_SUPPORTED and value != DEFAULTS[name]:
+            warnings.warn(
+                f"setting {key!r} is not supported by conveyor: {NOT_SUPPORTED[name]}",
+                UserWarning,
+                stacklevel=3,
+            )
         self._values[name] = value
         self._changed.add(name)
 

@@ -84,6 +84,14 @@ logger = logging.getLogger("conveyor.worker")
     "one beat leads.",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: Celery's lines (worker_log_format); json: one object per line with the "
+    "task id, name, queue, worker and retries.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(min=1, max=65535),
     metavar="PORT",
@@ -103,13 +111,22 @@ def worker(
     shutdown_timeout: float | None,
     rate_limit: str | None,
     beat: bool,
+    log_format: str,
     metrics_port: int | None,
 ) -> None:
     """Start a worker that consumes tasks from the broker and runs them."""
-    setup_logging(loglevel)
+    setup_logging(loglevel, log_format=log_format)  # until the app's settings are read
     if metrics_port is not None:
         _share_metrics_between_processes()
     app = obj.app
+    conf = app.conf
+    setup_logging(
+        loglevel,
+        log_format=log_format,
+        worker_log_format=conf.worker_log_format,
+        worker_task_log_format=conf.worker_task_log_format,
+        hijack_root_logger=bool(conf.worker_hijack_root_logger),
+    )
     _warn_without_tasks(obj.spec, app)
     if shutdown_timeout is not None:
         app.conf.worker_shutdown_timeout = shutdown_timeout

@@ -1,50 +1,14 @@
-"""Worker logging: Celery's line format, with the task id and name on task lines."""
+"""The worker's task log lines (received, succeeded in Ns, failed, retried) and
+``get_task_logger``; handlers and formats are set up in observe/logs.py."""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from ..events import TaskFailed, TaskReceived, TaskRejected, TaskRetried, TaskSucceeded
-from ..task import current_request
+from ..observe.logs import TaskFilter, setup_logging
 
-__all__ = ["LoggingListener", "TaskFilter", "setup_logging"]
-
-FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
-TASK_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
-
-
-class TaskFilter(logging.Filter):
-    """Adds ``task_id`` and ``task_name`` to every record (``-`` outside a task), so
-    ``get_task_logger`` lines and structured logs carry them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        request = current_request()
-        record.task_id = request.id if request and request.id else "-"
-        record.task_name = request.task if request and request.task else "-"
-        return True
-
-
-def setup_logging(level: str | int) -> None:
-    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
-    if not isinstance(numeric, int):
-        raise ValueError(
-            f"unknown log level {level!r}: expected debug, info, warning, error or critical"
-        )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(TaskFilter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(numeric)
-    task_handler = logging.StreamHandler(sys.stderr)
-    task_handler.setFormatter(logging.Formatter(TASK_FORMAT))
-    task_handler.addFilter(TaskFilter())
-    task_logger = logging.getLogger("conveyor.task")
-    task_logger.handlers[:] = [task_handler]
-    task_logger.propagate = False
+__all__ = ["LoggingListener", "TaskFilter", "get_task_logger", "setup_logging"]
 
 
 class LoggingListener:

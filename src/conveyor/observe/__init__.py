@@ -1,0 +1,2 @@
+"""Operators see and steer: inspect/control (control.py, responder.py), Prometheus
+(metrics.py), structured logs (logs.py)."""
