@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..stores.urls import masked
 from .leader import TRANSIENT
 from .scheduler import Scheduler
 
@@ -82,7 +83,7 @@ class Beat:
     def _print_banner(self, scheduler: Scheduler) -> None:
         lines = [
             f"conveyor beat v{__version__} is starting.",
-            f"- [config]  broker:    {_safe_url(self.app.broker_url)}",
+            f"- [config]  broker:    {masked(self.app.broker_url)}",
             f"- [config]  timezone:  {scheduler.tz}",
             f"- [config]  lease:     {scheduler.lease.ttl:g}s (one beat leads; others wait)",
             "- [schedule]",
@@ -91,12 +92,3 @@ class Beat:
         ]
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

@@ -120,7 +120,7 @@ def _run(
     from ..demo.runner import PeriodicStats, Runner
     from ..demo.tasks import HEARTBEAT_LOG, heartbeat_report, read_heartbeats
     from ..demo.workloads import WORKLOADS
-    from ..worker.main import _safe_url
+    from ..stores.urls import masked
 
     app.conf.broker_url = url
     app.conf.result_backend = backend_url
@@ -138,7 +138,7 @@ def _run(
     try:
         app.broker.purge(queues)  # what an interrupted run left on a shared broker
     except Exception as exc:
-        raise click.ClickException(f"cannot use the broker {_safe_url(url)}: {exc}") from None
+        raise click.ClickException(f"cannot use the broker {masked(url)}: {exc}") from None
     display.introduce(console, url, specs, runner, fresh=url.startswith(f"sqlite:///{workdir}"))
     nodes = [WorkerNode(spec, workdir / f"worker-{i + 1}.log") for i, spec in enumerate(specs)]
     heartbeats = workdir / "heartbeats.jsonl"  # heartbeat_report appends a line per run

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import default_data_dir
-from ..worker.main import _safe_url
+from ..stores.urls import masked
 from .processes import WorkerSpec
 from .runner import PeriodicStats, Report, Runner
 from .workloads import Workload
@@ -40,7 +40,7 @@ def introduce(
         file = f"a fresh SQLite file, {path}" if fresh else f"the SQLite file {path}"
         where = f"{file} (the embedded default broker: no server)"
     else:
-        where = f"{_safe_url(url)} (under keys and queues of the demo's own)"
+        where = f"{masked(url)} (under keys and queues of the demo's own)"
     kinds = "; ".join(w.what for w in runner.workloads)
     workers = " and ".join(spec.describe() for spec in specs)
     periodic = ""

@@ -18,6 +18,7 @@ from ..exceptions import ConfigurationError
 from ..observe.metrics import MULTIPROC_ENV
 from ..observe.observer import WorkerObserver
 from ..stores.transport import require_leases
+from ..stores.urls import masked
 from .hooks import WorkerHooks
 from .identity import expand_hostname
 from .logs import LoggingListener
@@ -195,8 +196,9 @@ class Worker:
             f" -------------- {self.hostname} v{__version__}",
             f"--- conveyor -- {platform.platform(terse=True)} python {platform.python_version()}",
             f"- [config]  app:         {self.app_label}",
-            f"- [config]  broker:      {_safe_url(app.broker_url)}",
-            f"- [config]  results:     {_safe_url(app.backend_url)}",
+            f"- [config]  broker:      {masked(app.broker_url)}",
+            f"- [config]  results:     {masked(app.backend_url)}",
+            *([f"- [config]  coordinator: {masked(url)}"] if (url := app.coordinator_url) else []),
             f"- [config]  concurrency: {concurrency} ({self.pool})",
             f"- [queues]  {', '.join(self.queues)}",
             "- [tasks]",
@@ -205,13 +207,3 @@ class Worker:
         ]
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for banners and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"

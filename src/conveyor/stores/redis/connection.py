@@ -22,6 +22,7 @@ from typing import Any
 import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.client import Pipeline
 from redis.connection import (
     AbstractConnection,
     Connection,
@@ -98,52 +99,59 @@ class RedisUnavailable(BrokerUnavailable, redis.ConnectionError):
 
 
 class _MappedErrors(AbstractConnection):
-    """Maps redis-py's connection errors to :class:`RedisUnavailable`, in one place for
-    every Redis call conveyor makes (the client, pipelines, scripts and our own
-    :class:`RedisLink` all go through a pool's connections): connect, send and read. The
-    message names the URL (password masked) and the reason in a line, instead of
-    redis-py's traceback ("cannot reach the broker at redis://localhost:1/0: connection
-    refused"). ``RedisUnavailable`` is still a redis-py ``ConnectionError``, so redis-py's
-    own retry and reconnect logic sees what it always saw."""
+    """Maps a failed connect to :class:`RedisUnavailable` (the message names the URL,
+    password masked, and the reason in a line: "cannot reach the broker at
+    redis://localhost:1/0: connection refused"). Errors on a connection already made are
+    mapped where they surface, at no cost to a call that succeeds: :class:`RedisLink`'s
+    own handlers and :class:`RedisClient`. ``RedisUnavailable`` is still a redis-py
+    ``ConnectionError``, so redis-py's retry and reconnect logic sees what it always saw."""
 
     conveyor_url = ""
     conveyor_role = "the broker"
-
-    def _unavailable(self, exc: BaseException) -> RedisUnavailable:
-        return RedisUnavailable(
-            f"cannot reach {self.conveyor_role} at {self.conveyor_url}: {_reason(exc)}",
-            url=self.conveyor_url,
-        )
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().connect_check_health(*args, **kwargs)
         except RedisUnavailable:
             raise
-        except _CLIENT_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc, type(self)) from exc
 
-    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+
+def unavailable(exc: BaseException, where: Any) -> RedisUnavailable:
+    """``exc`` (a redis-py or socket error) as :class:`RedisUnavailable`, naming the URL
+    and role of ``where``: a mapped connection class, or a pool of them."""
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    cls = getattr(where, "connection_class", where)
+    url = getattr(cls, "conveyor_url", "")
+    role = getattr(cls, "conveyor_role", "the broker")
+    return RedisUnavailable(f"cannot reach {role} at {url}: {_reason(exc)}", url=url)
+
+
+class RedisClient(redis.Redis):
+    """redis-py's client, its connection errors mapped to :class:`RedisUnavailable` (after
+    its own retries), for single commands, scripts and pipelines."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
         parent: Any = super()  # redis-py leaves this one untyped
         try:
-            parent.send_packed_command(*args, **kwargs)
-        except RedisUnavailable:
-            raise
-        except _CLIENT_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+            return parent.execute_command(*args, **options)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc, self.connection_pool) from exc
 
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return _MappedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+
+class _MappedPipeline(Pipeline):
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
         try:
-            return super().read_response(*args, **kwargs)
-        except RedisUnavailable:
-            raise
-        except _CLIENT_ERRORS as exc:
-            raise self._unavailable(exc) from exc
-
-
-# What redis-py raises when the server is gone or silent (its own classes, and the
-# socket's). BusyLoadingError and MasterNotFoundError are ConnectionErrors too.
-_CLIENT_ERRORS = CONNECTION_ERRORS
+            return super().execute(raise_on_error)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc, self.connection_pool) from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -334,10 +342,10 @@ class RedisLink:
             return
         try:
             conn.send_packed_command([_pack(commands)], check_health=False)
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             self._unconfirmed.extend(commands)
             self.reset()
-            raise
+            raise unavailable(exc, self._pool) from exc
         self._unconfirmed.extend(commands)
 
     def drain(self) -> None:
@@ -355,9 +363,9 @@ class RedisLink:
                 except ResponseError as exc:
                     logger.error("redis refused %s: %s", self._unconfirmed[0][0], exc)
                 self._unconfirmed.popleft()
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             self.reset()
-            raise
+            raise unavailable(exc, self._pool) from exc
 
     def call(self, command: Command) -> Any:
         """Send one command after anything pending and return its reply."""
@@ -370,9 +378,9 @@ class RedisLink:
             raise
         except ResponseError:
             raise
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             self.reset()
-            raise
+            raise unavailable(exc, self._pool) from exc
 
     def call_all(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write after anything pending; return their replies
@@ -387,9 +395,9 @@ class RedisLink:
                     replies.append(conn.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             self.reset()
-            raise
+            raise unavailable(exc, self._pool) from exc
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply

@@ -21,11 +21,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from ..coordination import Coordinator, DeadLetter, Revocations
 from ..transport import priority_level
-from .connection import CONNECTION_ERRORS, RedisLink, Script, load_script, pool_from_url
+from .connection import (
+    CONNECTION_ERRORS,
+    RedisClient,
+    RedisLink,
+    Script,
+    load_script,
+    pool_from_url,
+)
 from .connection import text as _text
 from .keys import RedisKeys
 
@@ -45,7 +50,6 @@ RATE = load_script(_PACKAGE, "rate")
 SLOT = load_script(_PACKAGE, "slot")
 RENEW = load_script(_PACKAGE, "renew")
 REVOKE = load_script(_PACKAGE, "revoke")
-
 
 
 def _ms(seconds: float) -> int:
@@ -88,7 +92,7 @@ class RedisCoordinator(Coordinator):
             else pool_from_url(url, transport_options, role="the coordinator")
         )
         self._owns_pool = pool is None
-        self.client = redis.Redis(connection_pool=self.pool)
+        self.client = RedisClient(connection_pool=self.pool)
         self._transport = transport
         self._local = threading.local()
         self._announced: set[str] = set()

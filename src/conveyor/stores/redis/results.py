@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from ..results import ChordBody, ChordSpec, ResultBackend
 from ..transport import ResultWrite
-from .connection import Command, load_script, pool_from_url, ssl_options
+from .connection import Command, RedisClient, load_script, pool_from_url, ssl_options
 from .keys import RedisKeys
 
 __all__ = ["STORE", "RedisBackend", "store_command"]
@@ -73,7 +73,7 @@ class RedisBackend(ResultBackend):
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
-        self.client = redis.Redis(connection_pool=self.pool)
+        self.client = RedisClient(connection_pool=self.pool)
         self._store = self.client.register_script(STORE.source)
         self._chord_part = self.client.register_script(CHORD_PART.source)
 

@@ -21,8 +21,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from ..coordination import CoordinatingStore, Coordinator
 from ..transport import (
     PRIORITY_LEVELS,
@@ -36,6 +34,7 @@ from ..transport import (
 )
 from .connection import (
     CONNECTION_ERRORS,
+    RedisClient,
     RedisLink,
     load_script,
     pool_from_url,
@@ -87,7 +86,7 @@ class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
         self.pool = pool_from_url(
             url, transport_options, tls=ssl_options(use_ssl, "broker_use_ssl")
         )
-        self.client = redis.Redis(connection_pool=self.pool)
+        self.client = RedisClient(connection_pool=self.pool)
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
         self._announced: set[str] = set()
