@@ -118,3 +118,10 @@ def test_a_worker_with_an_unsupported_result_backend_stops_at_start(tmp_path: Pa
         "sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, database, Django "
         "or cache backends)"
     )
+
+
+def test_call_with_arguments_that_do_not_fit_is_one_line(redis_url: str) -> None:
+    done = run_cli(redis_url, "-A", "tests.apps.basic", "call", "tests.apps.basic.add")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "'x' and 'y'" in lines[0]

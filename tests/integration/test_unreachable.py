@@ -93,3 +93,16 @@ def test_a_worker_waits_for_the_broker_then_works(
     assert "Traceback" not in output
     waiting = [text for text in output.splitlines() if "waiting for the broker" in text]
     assert waiting and all(f"127.0.0.1:{port}/0: connection refused" in t for t in waiting)
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["call", "tests.apps.basic.add", "-a", "[1, 2]"], ["dlq", "list"]]
+)
+def test_an_sqlite_file_that_cannot_be_opened_is_one_line(command: list[str]) -> None:
+    url = "sqlite:////proc/no-such-dir/broker.db"  # /proc takes no new directories
+    done = run_cli(url, "-A", "tests.apps.basic", *command)
+    assert done.returncode == 1
+    assert done.stderr == f"cannot open the SQLite database at {url}: no such file or directory\n"
+    app = Conveyor("sqlite-nowhere", broker=url, set_as_current=False)
+    with pytest.raises(BrokerUnavailable, match="cannot open the SQLite database"):
+        app.send_task("tests.apps.basic.add", args=[1, 2])

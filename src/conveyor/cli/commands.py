@@ -54,7 +54,11 @@ def call(
     """Send task NAME and print its id."""
     args = _json_option(args_json, "--args", list)
     kwargs = _json_option(kwargs_json, "--kwargs", dict)
-    result = obj.app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
+    try:
+        result = obj.app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
+    except (TypeError, ValueError) as exc:
+        # Arguments that do not fit the task, or a message over the size limit: one line.
+        raise click.ClickException(str(exc)) from None
     click.echo(result.id)
     if wait:
         value = result.get(timeout=timeout, propagate=False)

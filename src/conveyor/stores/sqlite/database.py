@@ -184,6 +184,11 @@ class SQLiteBusy(BrokerUnavailable):
     the worker's loop treats it as an outage: it waits and tries again."""
 
 
+def _unavailable(url: str, exc: BaseException) -> BrokerUnavailable:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return BrokerUnavailable(f"cannot open the SQLite database at {url}: {reason.lower()}", url)
+
+
 def path_from_url(url: str) -> tuple[Path, dict[str, str]]:
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's form),
     with options such as ``?busy_timeout=30``; relative paths resolve against the
@@ -253,7 +258,10 @@ class Database:
             self.busy_timeout = float(options.get("busy_timeout", 30.0))
         except ValueError:
             raise ConfigurationError(f"busy_timeout must be seconds: {url!r}") from None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unavailable(url, exc) from exc
         self._local = threading.local()
         self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._next_sweep = 0.0
@@ -269,6 +277,13 @@ class Database:
         return held
 
     def _open(self) -> _Connection:
+        try:
+            return self._open_file()
+        except (OSError, sqlite3.OperationalError) as exc:
+            # A file that cannot be opened is one line, like an unreachable Redis.
+            raise _unavailable(self.url, exc) from exc
+
+    def _open_file(self) -> _Connection:
         # isolation_level=None: we write BEGIN IMMEDIATE / COMMIT ourselves.
         # check_same_thread=False only so close() can close every thread's connection.
         conn = sqlite3.connect(
