@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_log_format": None,
     "worker_task_log_format": None,
     "worker_send_task_events": False,
+    "event_stream_max_len": 100_000,  # conveyor: events the store keeps (-E)
     "worker_shutdown_timeout": 30.0,
     "worker_lease_seconds": 10.0,
     "worker_prefetch_release_seconds": 1.0,
@@ -112,8 +113,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "task_store_eager_result": "eager calls (task_always_eager) never store results",
     "task_annotations": "set options on the task itself (@app.task(rate_limit=...)) or at "
     "run time (app.control.rate_limit)",
-    "worker_send_task_events": "task events reach in-process listeners (app.events, "
-    "worker --metrics-port); there is no event stream to send them on",
 }
 
 # The names Celery 3 used, still read by config_from_object (Celery's own table, trimmed

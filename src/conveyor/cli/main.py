@@ -83,12 +83,13 @@ def cli(
 
 
 def _register_commands() -> None:
-    from . import beat, commands, control, demo, exporter, inspect, operations, worker
+    from . import beat, commands, control, demo, events, exporter, inspect, operations, worker
 
     cli.add_command(worker.worker)
     cli.add_command(inspect.inspect)
     cli.add_command(control.control)
     cli.add_command(exporter.exporter)
+    cli.add_command(events.events)
     cli.add_command(beat.beat)
     cli.add_command(demo.demo)
     for command in (*commands.COMMANDS, *operations.COMMANDS):

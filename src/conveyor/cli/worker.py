@@ -84,6 +84,12 @@ logger = logging.getLogger("conveyor.worker")
     "one beat leads.",
 )
 @click.option(
+    "-E",
+    "--task-events",
+    is_flag=True,
+    help="Keep task and worker events in the broker's event stream (conveyor events).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -111,6 +117,7 @@ def worker(
     shutdown_timeout: float | None,
     rate_limit: str | None,
     beat: bool,
+    task_events: bool,
     log_format: str,
     metrics_port: int | None,
 ) -> None:
@@ -120,6 +127,8 @@ def worker(
         _share_metrics_between_processes()
     app = obj.app
     conf = app.conf
+    if task_events:
+        conf.worker_send_task_events = True
     setup_logging(
         loglevel,
         log_format=log_format,

@@ -32,6 +32,10 @@ class WorkerObserver:
         self.capacity = max(POOL_CAPACITY, worker.concurrency * 4)
         self.board = TaskBoard(worker.app.tasks, self.capacity)
         worker.hooks.subscribe(CountingListener(self.board))
+        if worker.app.conf.worker_send_task_events:
+            from .stream import EventStreamListener
+
+            worker.hooks.subscribe(EventStreamListener(worker.app))
         self.responder: ControlResponder | None = None
 
     def prefork(self, supervisor: Supervisor) -> None:

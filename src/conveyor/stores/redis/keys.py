@@ -142,3 +142,8 @@ class RedisKeys:
     def replies(self, reply_id: str) -> str:
         """List of the answers to one control command (JSON); expires."""
         return f"{self.prefix}:reply:{reply_id}"
+
+    @property
+    def events(self) -> str:
+        """Stream of task and worker events (JSON), capped with XADD MAXLEN ~."""
+        return f"{self.prefix}:events"

@@ -1,0 +1,63 @@
+"""The event stream: task and worker events kept by the store, bounded and durable.
+
+A worker with events on (``-E``, ``worker_send_task_events``) appends every event as
+JSON; ``conveyor events`` reads them. Unlike Celery's events (a fanout nobody keeps:
+a monitor that was not listening sees nothing), these survive restarts of workers and
+monitors until ``event_stream_max_len`` newer ones push them out.
+
+    redis    XADD <p>:events MAXLEN ~ N; XRANGE from an id (exclusive)
+    sqlite   an ``events`` table; rows beyond the newest N deleted as it grows
+    memory   a bounded deque
+"""
+
+from __future__ import annotations
+
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from ..exceptions import ConfigurationError
+from .transport import Transport
+
+__all__ = ["EventLog", "event_log_for"]
+
+
+class EventLog(ABC):
+    @abstractmethod
+    def append(self, records: Sequence[bytes], max_len: int) -> None:
+        """Add events (oldest first), keeping about the newest ``max_len``."""
+
+    @abstractmethod
+    def read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` events after the id ``after`` (from the oldest kept when
+        None), oldest first, each with its id."""
+
+
+_LOGS: weakref.WeakKeyDictionary[Transport, EventLog] = weakref.WeakKeyDictionary()
+
+
+def event_log_for(transport: Transport) -> EventLog:
+    log = _LOGS.get(transport)
+    if log is None:
+        log = _LOGS[transport] = _make(transport)
+    return log
+
+
+def _make(transport: Transport) -> EventLog:
+    from .memory.transport import MemoryTransport
+    from .redis.transport import RedisTransport
+    from .sqlite.transport import SQLiteTransport
+
+    if isinstance(transport, RedisTransport):
+        from .redis.eventlog import RedisEventLog
+
+        return RedisEventLog(transport)
+    if isinstance(transport, SQLiteTransport):
+        from .sqlite.eventlog import SQLiteEventLog
+
+        return SQLiteEventLog(transport)
+    if isinstance(transport, MemoryTransport):
+        from .memory.eventlog import MemoryEventLog
+
+        return MemoryEventLog(transport)
+    raise ConfigurationError(f"the broker {transport.url!r} keeps no event stream")
