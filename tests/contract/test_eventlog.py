@@ -7,7 +7,9 @@ from conveyor.stores.eventlog import event_log_for
 from .conftest import MakeTransport
 
 
-def test_events_are_read_in_order_from_where_a_reader_stopped(make_transport: MakeTransport) -> None:
+def test_events_are_read_in_order_from_where_a_reader_stopped(
+    make_transport: MakeTransport,
+) -> None:
     writer, reader = event_log_for(make_transport()), event_log_for(make_transport())
     writer.append([b"1", b"2", b"3"], max_len=100)
     first = reader.read(None, 2)
