@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import os
@@ -380,6 +381,11 @@ class Conveyor:
         task = self.tasks.get(name)
         if task is None:
             task = AnyTask(_not_here(name), self, name)
+        elif task.typing:
+            # By name, as Celery's send_task: no argument check here (the worker that
+            # runs it refuses a call that does not fit, with a reason).
+            task = copy.copy(task)
+            task.typing = False
         return task.apply_async(args, kwargs, **options)
 
     @property

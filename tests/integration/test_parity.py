@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from conveyor import GroupResult, ResultSet, Signature, chain, chord, group, signature
+from conveyor.exceptions import MessageError
 
 from ..apps import parity
 from ..apps.parity import read_log
@@ -132,6 +133,10 @@ def test_arguments_are_checked_at_delay(cluster: Cluster) -> None:
     with pytest.raises(TypeError):
         group(parity.add.s(1, 2), parity.add.s(1))()  # a group member, too
     assert parity.add.delay(1, y=2).get(timeout=20) == 3  # what binds is sent
+    # send_task goes by name, unchecked (as Celery's); the worker refuses the call.
+    by_name = parity.app.send_task("tests.apps.parity.add", (1,))
+    with pytest.raises(MessageError, match="arguments do not fit"):
+        by_name.get(timeout=20)
     # A bound task's self is not an argument; class-based tasks are checked too.
     with pytest.raises(TypeError):
         parity.failing.delay()
@@ -235,7 +240,7 @@ def test_children_parent_and_root_ids(cluster: Cluster) -> None:
     assert first.children[0].get(timeout=20) == 3
     flow = chain(parity.add.s(1, 1), parity.add.s(1), parity.add.s(1))
     frozen = flow.freeze()
-    assert frozen.id == flow.tasks[-1].id
+    assert frozen.id == flow.tasks[-1].id == flow.id
     assert flow.apply_async().get(timeout=20) == 4
     middle = frozen.parent
     assert middle is not None and middle.parent is not None

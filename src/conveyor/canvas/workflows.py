@@ -138,6 +138,7 @@ class chain(_Composite):
                 _attach_parent(frozen, result)
             result = frozen
         assert result is not None
+        self.options["task_id"] = result.id  # a chain's id is its last task's (Celery's)
         return result
 
     def apply_async(
