@@ -71,7 +71,8 @@ class Ctx:
         self.r.flushall()
 
     def worker(self, fw: Framework, loglevel: str = "warning") -> Worker:
-        return Worker(fw.worker_cmd(loglevel), self.env, BENCH)
+        extra = self.args.worker_arg if fw.name == "conveyor" else []
+        return Worker([*fw.worker_cmd(loglevel), *extra], self.env, BENCH)
 
     def client(self, fw: Framework, op: str, *params: int) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH / "client.py"), fw.name, op, *map(str, params)]
@@ -244,6 +245,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="/usr/bin/redis-server",
         help="redis-server binary (default: %(default)s)",
     )
+    p.add_argument(
+        "--measure",
+        action="append",
+        help="run only these measures, by title (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="extra argument for conveyor's worker, e.g. --worker-arg=-E (repeatable)",
+    )
     p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
     return p.parse_args(argv)
 
@@ -277,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
             f"redis-server pid {server.proc and server.proc.pid} on {server.url}", file=sys.stderr
         )
         for title, measure in MEASURES:
+            if args.measure and title not in args.measure:
+                continue
             for fw in frameworks:
                 runs: list[dict[str, float]] = []
                 for i in range(args.repeat):
