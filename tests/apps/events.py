@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import redis
@@ -64,3 +65,13 @@ def retry_once(self: Task[..., Any], key: str) -> str:
     if self.request.retries < 1:
         self.retry(countdown=0.1, exc=ValueError(f"first try of {key}"))
     return "done"
+
+
+@app.task(time_limit=1)
+def overstays(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@app.task
+def naps(seconds: float) -> None:
+    time.sleep(seconds)

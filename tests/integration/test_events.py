@@ -13,6 +13,8 @@ import redis
 
 from conveyor import states
 
+from ..support import wait_for
+
 APP = "tests.apps.events"
 
 
@@ -123,3 +125,41 @@ def test_each_task_and_worker_event_is_emitted_once_with_celerys_fields(
     assert online["hostname"] == received["hostname"]
     assert online["sw_ident"] == "conveyor"
     assert online["info"]["queues"] == ["celery"]
+
+
+def test_tasks_the_worker_ends_itself_are_announced_once(
+    events_app: Any, redis_url: str, spawn_worker: Any
+) -> None:
+    """A hard time limit and a terminate end the task in the prefork supervisor, not in
+    the executor: the supervisor announces them, once."""
+    spawn_worker(APP, os.environ["CONVEYOR_BROKER_URL"], "-c", "1")
+    late = events_app.overstays.delay(30)
+    with pytest.raises(Exception, match="time limit"):
+        late.get(timeout=20)
+    stopped = events_app.naps.delay(30)
+
+    def started() -> bool:
+        return any(
+            e["type"] == "task-started" and e["uuid"] == stopped.id for e in _recorded(redis_url)
+        )
+
+    wait_for(started, 20, what="the napping task to start")
+    stopped.revoke(terminate=True)
+    with pytest.raises(Exception, match="terminated"):
+        stopped.get(timeout=20)
+
+    def announced() -> bool:  # just after the state is stored
+        seen = {(e["type"], e.get("uuid")) for e in _recorded(redis_url)}
+        return {("task-failed", late.id), ("task-revoked", stopped.id)} <= seen
+
+    wait_for(announced, 10, what="both ends announced")
+    events = [e for e in _recorded(redis_url) if e["emitted_by"] != os.getpid()]
+    count = Counter((e["type"], e.get("uuid")) for e in events)
+    assert count[("task-failed", late.id)] == 1
+    assert count[("task-succeeded", late.id)] == 0
+    failed = next(e for e in events if e["type"] == "task-failed")
+    assert failed["exception"].startswith("TimeLimitExceeded(")
+    assert failed["name"] == "tests.apps.events.overstays"
+    assert count[("task-revoked", stopped.id)] == 1
+    revoked = next(e for e in events if e["type"] == "task-revoked")
+    assert (revoked["terminated"], revoked["expired"]) == (True, False)

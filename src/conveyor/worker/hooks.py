@@ -14,7 +14,7 @@ import platform
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, states
 from ..events import (
     Channel,
     EventBus,
@@ -186,6 +186,14 @@ class WorkerHooks:
                     request=request,
                 )
             )
+
+    def task_ended(self, request: Context, status: str, exc: BaseException) -> None:
+        """A task the worker ended from outside the executor: a hard time limit (failed)
+        or a terminate (revoked)."""
+        if status == states.REVOKED:
+            self.task_revoked(request, terminated=True, expired=False)
+        else:
+            self.task_failed(request, exc, None, None)
 
     # worker events ------------------------------------------------------------------------
     def worker_online(self, info: dict[str, Any]) -> None:

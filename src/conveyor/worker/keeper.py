@@ -168,6 +168,7 @@ class LeaseKeeper(threading.Thread):
             worker=attempt.executor.hostname,
             body=delivery.body,
             queue=delivery.queue,
+            hooks=attempt.executor.hooks,
         )
         pool.abandoned(attempt)
 

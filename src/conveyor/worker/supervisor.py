@@ -384,6 +384,7 @@ class Supervisor(Pool):
             exc=exc,
             worker=self.worker.hostname,
             body=self.leases.leased_body(child.consumer_id, slot.tag),
+            hooks=self.worker.hooks,
         )
 
     # periodic work --------------------------------------------------------------------

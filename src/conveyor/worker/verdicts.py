@@ -20,6 +20,8 @@ from .workflow import settle_failure
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from ..task import Context
+    from .hooks import WorkerHooks
 
 __all__ = ["record_ended"]
 
@@ -35,9 +37,11 @@ def record_ended(
     worker: str,
     body: bytes | None,
     queue: str | None = None,
+    hooks: WorkerHooks | None = None,
 ) -> None:
     """Record task ``task_id`` (leased by ``consumer_id`` as ``tag``) as ended with
-    ``exc``; ``body`` is its message when still at hand."""
+    ``exc``; ``body`` is its message when still at hand. ``hooks`` hears of it as the
+    executor's would have (TaskFailed, or TaskRevoked for a terminated task)."""
     write = ResultWrite(task_id, encode_meta(error_meta(task_id, status, exc, worker=worker)), True)
     if body is None or not settle_failure(app, app.broker, body, write, exc):
         app.backend.store(task_id, write.payload, True)
@@ -48,6 +52,22 @@ def record_ended(
     ):
         app.coordinator.dead_letter(body, queue or _queue_of(app, body), failure_reason(exc))
     require_leases(app.broker, "the prefork supervisor").discard(consumer_id, [tag])
+    if hooks is not None:
+        hooks.task_ended(_request_of(app, body, task_id), status, exc)
+
+
+def _request_of(app: Conveyor, body: bytes | None, task_id: str) -> Context:
+    """The request of an ended task, from its message when it can be read."""
+    from ..message import decode_envelope
+    from ..serializers import accepted
+    from ..task import Context
+
+    if body is not None:
+        try:
+            return Context.from_envelope(decode_envelope(body, accepted(app.conf.accept_content)))
+        except Exception:  # it was running, so it decoded once; be safe all the same
+            pass
+    return Context(id=task_id, called_directly=False)
 
 
 def _queue_of(app: Conveyor, body: bytes) -> str:
