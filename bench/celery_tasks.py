@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from counter import bump, redis_url
+from counter import broker_url, bump, redis_url
 
-app = Celery("benchapp", broker=redis_url(), backend=redis_url())
+app = Celery("benchapp", broker=broker_url("celery"), backend=redis_url())
 app.conf.broker_connection_retry_on_startup = True  # silences a startup warning only
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from conveyor import Conveyor
-from counter import bump, redis_url
+from counter import broker_url, bump, redis_url
 
-app = Conveyor("benchapp", broker=redis_url(), backend=redis_url())
+app = Conveyor("benchapp", broker=broker_url("conveyor"), backend=redis_url())
 
 
 @app.task

@@ -13,6 +13,13 @@ import redis
 COUNTER_KEY = "bench:counter"
 
 
+def broker_url(framework: str) -> str:
+    """The broker: the private Redis, or with ``run.py --rabbitmq`` a vhost of the
+    private RabbitMQ node per framework (Celery and conveyor declare their queues
+    with different arguments, so they must not share one)."""
+    return os.environ.get(f"BENCH_BROKER_URL_{framework.upper()}") or redis_url()
+
+
 def redis_url() -> str:
     url = os.environ.get("BENCH_REDIS_URL")
     if not url:

@@ -1,4 +1,6 @@
-"""Benchmark conveyor side by side with Celery 5 on one private redis-server.
+"""Benchmark conveyor side by side with Celery 5 on one private redis-server
+(``--rabbitmq``: as brokers, two vhosts of one private RabbitMQ node; results and the
+task's counter stay on the private Redis).
 
 Prints a markdown table (medians of --repeat runs) with the ratio conveyor/celery.
 Progress and per-run numbers go to stderr. See docs/benchmarks.md for the method.
@@ -24,6 +26,7 @@ import redis
 
 from counter import COUNTER_KEY
 from procs import RedisServer, Worker
+from rabbit import rabbit_brokers
 
 BENCH = Path(__file__).resolve().parent
 
@@ -67,8 +70,12 @@ class Ctx:
     r: redis.Redis
     env: dict[str, str]
 
+    purge: Callable[[], None] | None = None
+
     def flush(self) -> None:
         self.r.flushall()
+        if self.purge is not None:
+            self.purge()
 
     def worker(self, fw: Framework, loglevel: str = "warning") -> Worker:
         extra = self.args.worker_arg if fw.name == "conveyor" else []
@@ -256,6 +263,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="extra argument for conveyor's worker, e.g. --worker-arg=-E (repeatable)",
     )
+    p.add_argument(
+        "--rabbitmq",
+        action="store_true",
+        help="use a private RabbitMQ node (started here) as both frameworks' broker",
+    )
     p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
     return p.parse_args(argv)
 
@@ -277,14 +289,15 @@ def main(argv: list[str] | None = None) -> None:
     raw: dict[str, dict[str, list[dict[str, float]]]] = {f.name: {} for f in frameworks}
     medians: dict[str, dict[str, float]] = {f.name: {} for f in frameworks}
     started = time.monotonic()
-    with RedisServer(args.redis_server) as server:
+    with RedisServer(args.redis_server) as server, rabbit_brokers(args.rabbitmq) as brokers:
         env = {
             **os.environ,
+            **brokers.env,
             "BENCH_REDIS_URL": server.url,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
         }
-        ctx = Ctx(args, server, redis.Redis.from_url(server.url), env)
+        ctx = Ctx(args, server, redis.Redis.from_url(server.url), env, brokers.purge)
         print(
             f"redis-server pid {server.proc and server.proc.pid} on {server.url}", file=sys.stderr
         )

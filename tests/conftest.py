@@ -15,6 +15,7 @@ import pytest
 
 from .support import RedisServer, WorkerProcess, free_port
 from .support_cluster import RedisClusterNodes, SentinelSetup
+from .support_rabbitmq import RabbitNode
 
 TESTS = Path(__file__).parent
 
@@ -64,6 +65,25 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
         yield setup
     finally:
         setup.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """The suite's own RabbitMQ node (free ports, its own node name and data dir),
+    started once per session, only when a test asks for it."""
+    node = RabbitNode(tmp_path_factory.mktemp("rabbitmq"))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def amqp_url(rabbit_node: RabbitNode) -> str:
+    """A vhost of its own on the suite's RabbitMQ node."""
+    rabbit_node.ensure_running()
+    return rabbit_node.vhost_url()
 
 
 @pytest.fixture

@@ -163,8 +163,15 @@ class Conveyor:
         url: str | None = self.conf.result_backend
         if url:
             return url
+        broker_url = self.broker_url
+        if broker_url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp"):
+            raise ConfigurationError(
+                "RabbitMQ holds messages only: set result_backend to a redis:// or "
+                "sqlite:/// URL for results (and, unless coordinator_url says otherwise, "
+                "for rate limits, revocations, beat and chords)"
+            )
         # Without a backend setting, results live beside the messages.
-        return self.broker_url
+        return broker_url
 
     @property
     def coordinator_url(self) -> str | None:
@@ -186,11 +193,18 @@ class Conveyor:
                     # start, rather than at the first .get() after work was sent.
                     check_backend_url(self.backend_url)
                     self._adopt_fork()
+                    conf = self.conf
                     self._broker = transport_from_url(
                         self.broker_url,
-                        key_prefix=self.conf.redis_key_prefix,
-                        transport_options=self.conf.broker_transport_options,
-                        use_ssl=self.conf.broker_use_ssl,
+                        key_prefix=conf.redis_key_prefix,
+                        transport_options=conf.broker_transport_options,
+                        # read by amqp:// only
+                        heartbeat=conf.broker_heartbeat,
+                        connect_timeout=conf.broker_connection_timeout,
+                        retry_on_startup=conf.broker_connection_retry_on_startup,
+                        max_retries=conf.broker_connection_max_retries,
+                        use_ssl=conf.broker_use_ssl,
+                        known_queues=self._routed_queues(),
                     )
         return self._broker
 
@@ -207,7 +221,7 @@ class Conveyor:
                     from .stores import coordinator_for, coordinator_from_url
 
                     self._adopt_fork()
-                    url = self.coordinator_url
+                    url = self.coordinator_url or self._coordinator_beside_results(broker)
                     self._coordinator = (
                         coordinator_from_url(
                             url,
@@ -218,6 +232,30 @@ class Conveyor:
                         else coordinator_for(broker)
                     )
         return self._coordinator
+
+    def _routed_queues(self) -> list[str]:
+        """The default queue, every queue named in ``task_routes`` and the tasks' own
+        ``queue`` options: an AMQP broker cannot list a vhost's queues, so ``conveyor
+        status`` asks for these."""
+        names = {str(self.conf.task_default_queue)}
+        names.update(str(task.queue) for task in self.tasks.values() if task.queue)
+        routes = self.conf.raw["task_routes"]
+        for table in routes if isinstance(routes, (list, tuple)) else (routes,):
+            if isinstance(table, Mapping):
+                for target in table.values():
+                    queue = target.get("queue") if isinstance(target, Mapping) else target
+                    if isinstance(queue, str) and queue:
+                        names.add(queue)
+        return sorted(names)
+
+    def _coordinator_beside_results(self, broker: Transport) -> str | None:
+        """A broker that only moves messages (amqp://) coordinates in the result
+        backend's store by default (issue 15): one Redis or SQLite for both."""
+        from .stores import CoordinatingStore
+
+        if isinstance(broker, CoordinatingStore):
+            return None
+        return self.backend_url
 
     @property
     def backend(self) -> ResultBackend:

@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     "coordinator_url": None,
     "coordinator_transport_options": {},  # as broker_transport_options, for coordinator_url
     "broker_connection_retry_on_startup": True,
+    # amqp:// (Celery's names and defaults): heartbeat seconds (0: off), connect timeout,
+    # reconnection attempts (None: forever)
+    "broker_heartbeat": 120.0,
+    "broker_connection_timeout": 4.0,
+    "broker_connection_max_retries": 100,
     "broker_transport_options": {},
     # TLS for rediss:// (Celery's shape: {"ssl_cert_reqs": ssl.CERT_REQUIRED,
     # "ssl_ca_certs": ..., "ssl_certfile": ..., "ssl_keyfile": ...}).

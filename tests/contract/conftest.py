@@ -40,6 +40,9 @@ def url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return redis_url
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
+    if kind == "amqp":  # the transport half only (transport/conftest.py)
+        amqp_url: str = request.getfixturevalue("amqp_url")
+        return amqp_url
     return f"memory://{uuid.uuid4().hex}"
 
 

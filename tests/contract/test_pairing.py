@@ -85,16 +85,18 @@ def messages_only_app(**settings: Any) -> Conveyor:
 # a transport that only moves messages ---------------------------------------------------
 
 
-def test_without_a_coordinator_url_the_coordinator_is_a_clear_error() -> None:
+def test_without_a_coordinator_url_it_coordinates_in_the_result_backends_store() -> None:
+    """Issue 15: a broker that only moves messages pairs by default with the store of
+    the result backend (one Redis or SQLite for both)."""
+    backend = f"memory://{uuid.uuid4().hex}"
     app = Conveyor(
         "messages-only",
         broker="messagesonly://user:hunter2@somewhere/0",
-        backend=f"memory://{uuid.uuid4().hex}",
+        backend=backend,
         set_as_current=False,
     )
-    with pytest.raises(ConfigurationError, match="set coordinator_url") as caught:
-        _ = app.coordinator
-    assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+    assert app.coordinator.url == backend
+    app.close()
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "prefork"])

@@ -90,7 +90,7 @@ class Control:
         targets = [name for name in alive if wanted is None or name in wanted]
         if not targets:
             return [] if reply else None
-        mailbox = mailbox_for(broker)
+        mailbox = mailbox_for(broker, self.app.coordinator)
         reply_id = uuid.uuid4().hex if reply else None
         mailbox.post(targets, encode_command(command, arguments or {}, reply_id, timeout), timeout)
         if reply_id is None:

@@ -69,7 +69,7 @@ class ControlResponder:
     def poll(self) -> None:
         """Answer every command waiting in the inbox (never blocks for long)."""
         try:
-            commands = mailbox_for(self.app.broker).take(self.hostname)
+            commands = mailbox_for(self.app.broker, self.app.coordinator).take(self.hostname)
         except Exception as exc:  # broker unreachable: the next poll tries again
             logger.debug("control: could not read the inbox (%s)", exc)
             return
@@ -103,7 +103,8 @@ class ControlResponder:
         if reply_id:
             reply = json.dumps({"worker": self.hostname, "reply": answer}, default=repr)
             try:
-                mailbox_for(self.app.broker).answer(str(reply_id), reply.encode(), REPLY_TTL)
+                mailbox = mailbox_for(self.app.broker, self.app.coordinator)
+                mailbox.answer(str(reply_id), reply.encode(), REPLY_TTL)
             except Exception as exc:
                 logger.warning("control: could not answer %s (%s)", name, exc)
         if name == "shutdown":
@@ -123,7 +124,7 @@ class ControlResponder:
 
     # inspect --------------------------------------------------------------------------
     def active(self) -> list[dict[str, Any]]:
-        mailbox = mailbox_for(self.app.broker)
+        mailbox = mailbox_for(self.app.broker, self.app.coordinator)
         requests = []
         for task in self.view.running():
             body = _body_of(mailbox.held(task.consumer_id), task.tag)
@@ -131,7 +132,7 @@ class ControlResponder:
         return requests
 
     def reserved(self) -> list[dict[str, Any]]:
-        mailbox = mailbox_for(self.app.broker)
+        mailbox = mailbox_for(self.app.broker, self.app.coordinator)
         running = {task.tag for task in self.view.running()}
         requests = []
         for consumer_id in self.view.consumer_ids():

@@ -60,6 +60,9 @@ TransportFactory = Callable[..., Transport]
 _plugins: dict[str, TransportFactory] = {}
 
 
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
 def register_transport(scheme: str, factory: TransportFactory) -> None:
     """Make ``scheme://`` URLs build their transport with ``factory(url, **options)``."""
     _plugins[scheme.lower()] = factory
@@ -89,12 +92,17 @@ def transport_from_url(url: str, **options: Any) -> Transport:
         from .memory.transport import MemoryTransport
 
         return MemoryTransport(url)
+    if scheme in AMQP_SCHEMES:
+        from .rabbitmq.transport import AmqpTransport
+
+        options.pop("key_prefix", None)
+        return AmqpTransport(url, **options)
     if scheme in _plugins:
         return _plugins[scheme](url, **options)
     raise ConfigurationError(
         f"unsupported broker URL {masked(url)!r}: expected redis://, rediss://, unix://, "
         "sentinel://, "
-        "sqlite:///path or memory://"
+        "amqp://, amqps://, pyamqp://, sqlite:///path or memory://"
     )
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from .coordination import Coordinator
     from .transport import Transport
 
 __all__ = ["Mailbox", "mailbox_for"]
@@ -58,16 +59,32 @@ class Mailbox(ABC):
 _MAILBOXES: weakref.WeakKeyDictionary[Transport, Mailbox] = weakref.WeakKeyDictionary()
 
 
-def mailbox_for(broker: Transport) -> Mailbox:
-    """The mailbox that lives in the same store as ``broker`` (one per broker object)."""
+def mailbox_for(broker: Transport, coordinator: Coordinator | None = None) -> Mailbox:
+    """The mailbox that lives in the same store as ``broker`` (one per broker object),
+    or, for a broker that only moves messages (amqp://), in ``coordinator``'s store."""
     mailbox = _MAILBOXES.get(broker)
     if mailbox is None:
-        mailbox = _make(broker)
+        mailbox = _make(broker, coordinator)
         _MAILBOXES[broker] = mailbox
     return mailbox
 
 
-def _make(broker: Transport) -> Mailbox:
+def _beside_coordinator(coordinator: Coordinator | None) -> Mailbox | None:
+    from .redis.coordination import RedisCoordinator
+    from .sqlite.coordination import SQLiteCoordinator
+
+    if isinstance(coordinator, RedisCoordinator):
+        from .redis.mailbox import RedisMailbox
+
+        return RedisMailbox(coordinator)
+    if isinstance(coordinator, SQLiteCoordinator):
+        from .sqlite.mailbox import SQLiteMailbox
+
+        return SQLiteMailbox(coordinator)
+    return None
+
+
+def _make(broker: Transport, coordinator: Coordinator | None) -> Mailbox:
     # By the broker's class, not its URL scheme: redis://, rediss://, unix:// and
     # sentinel:// all make a RedisTransport.
     from .memory.transport import MemoryTransport
@@ -86,4 +103,7 @@ def _make(broker: Transport) -> Mailbox:
         from .memory.mailbox import MemoryMailbox
 
         return MemoryMailbox(broker)
+    beside = _beside_coordinator(coordinator)
+    if beside is not None:
+        return beside
     raise ConfigurationError(f"the broker {broker.url!r} has no control mailbox")

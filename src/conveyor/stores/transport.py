@@ -35,14 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRIORITY_LEVELS",
+    "ConnectionBoundDeliveries",
+    "Deferrals",
     "Delivery",
     "LeasedDeliveries",
     "QueueStats",
     "ResultWrite",
     "Transport",
     "TransportConsumer",
+    "leases_of",
     "priority_level",
+    "require_deferrals",
     "require_leases",
+    "require_safe_deliveries",
 ]
 
 PRIORITY_LEVELS = 10
@@ -186,7 +191,18 @@ class Transport(ABC):
     def close(self) -> None: ...
 
 
-class LeasedDeliveries(ABC):
+class Deferrals(ABC):
+    """The capability to put a delivered message that may not start yet back, due later
+    (the admission gate defers rate-limited tasks). Leasing transports do it in one
+    atomic step; an AMQP transport publishes a delayed copy (confirmed), then acks."""
+
+    @abstractmethod
+    def defer(self, consumer_id: str, delivery: Delivery, delay: float) -> None:
+        """Give a message that did not start back to its queue, due in ``delay``
+        seconds (like an ETA); it does not count as a delivery."""
+
+
+class LeasedDeliveries(Deferrals):
     """The capability of a transport whose deliveries are leases held by a consumer id
     (redis, sqlite, memory). The keeper renews them; the prefork supervisor reads and
     settles what a lost child held; the flow gate defers a message that may not start."""
@@ -218,6 +234,41 @@ class LeasedDeliveries(ABC):
     @abstractmethod
     def inflight_count(self) -> int:
         """How many messages are leased now, over every consumer."""
+
+
+class ConnectionBoundDeliveries:
+    """The capability of a transport whose deliveries end with their consumer's
+    connection (AMQP): the broker gives back at once what a dead consumer held and never
+    takes a delivery from a live one, so there is nothing to renew, reclaim or discard.
+    A transport that has neither this nor :class:`LeasedDeliveries` cannot feed a worker
+    without losing what a crashed one held."""
+
+
+def require_safe_deliveries(transport: Transport, needed_by: str) -> None:
+    """A ConfigurationError, at start, unless ``transport``'s deliveries are leases or
+    end with their connection."""
+    if not isinstance(transport, (LeasedDeliveries, ConnectionBoundDeliveries)):
+        raise ConfigurationError(
+            f"{needed_by} needs a transport whose deliveries are leases (redis, sqlite, "
+            f"memory) or end with their connection (amqp); {type(transport).__name__} "
+            f"({masked(transport.url)}) has neither"
+        )
+
+
+def leases_of(transport: Transport) -> LeasedDeliveries | None:
+    """``transport``'s leases, or None for a transport whose deliveries end with their
+    connection (AMQP: a dead consumer's messages return at once, nothing to renew,
+    reclaim or discard)."""
+    return transport if isinstance(transport, LeasedDeliveries) else None
+
+
+def require_deferrals(transport: Transport, needed_by: str) -> Deferrals:
+    if isinstance(transport, Deferrals):
+        return transport
+    raise ConfigurationError(
+        f"{needed_by} needs a transport that can defer deliveries; "
+        f"{type(transport).__name__} ({masked(transport.url)}) cannot"
+    )
 
 
 def require_leases(transport: Transport, needed_by: str) -> LeasedDeliveries:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BrokerUnavailable
 from ..limits import call_key, parse_rate
-from ..stores.transport import require_leases
+from ..stores.transport import require_deferrals
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -71,7 +71,7 @@ class AdmissionGate:
 
     def __init__(self, app: Conveyor, broker: Transport, consumer_id: str) -> None:
         self.app = app
-        self.leases = require_leases(broker, "deferring rate-limited tasks")
+        self.leases = require_deferrals(broker, "deferring rate-limited tasks")
         self.coordinator = app.coordinator
         self.consumer_id = consumer_id
         conf = app.conf

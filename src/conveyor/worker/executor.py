@@ -29,8 +29,8 @@ from ..exceptions import (
 )
 from ..message import Envelope, decode_envelope, message_head
 from ..serializers import accepted
-from ..stores.results import ResultMeta, encode_meta, error_meta
-from ..stores.transport import Delivery, ResultWrite, TransportConsumer
+from ..stores.results import ResultMeta, decode_meta, encode_meta, error_meta
+from ..stores.transport import Delivery, ResultWrite, TransportConsumer, leases_of
 from ..task import Context, Task, push_request
 from .admission import AdmissionGate
 from .attempt import Attempt
@@ -83,6 +83,7 @@ class Executor:
         self.app = app
         broker = app.broker
         self.consumer = consumer
+        self._leased = leases_of(app.broker) is not None
         self.consumer_id = consumer_id
         self.carries_results = consumer.carries_results
         self.gate = AdmissionGate(app, broker, consumer_id)
@@ -138,6 +139,10 @@ class Executor:
             attempt.outcome = self._reject(delivery, _head_request(delivery.body), reason)
             return False
         attempt.request = request
+        ended = self._ended_before(delivery, envelope.id)
+        if ended is not None:
+            attempt.outcome = Outcome(None, ended)  # acked, not run again
+            return False
         task = self.app.tasks.get(envelope.task)
         if task is None or self.gate.watches(envelope.task):
             outcome = self._check(attempt, envelope, request)
@@ -153,6 +158,20 @@ class Executor:
             # At most once: the message is gone before the task starts.
             self.consumer.ack(delivery)
         return True
+
+    def _ended_before(self, delivery: Delivery, task_id: str) -> str | None:
+        """The final state of a redelivered message's task, when the transport has no
+        leases (AMQP) and one is stored: the prefork supervisor ended it (hard time
+        limit, terminate, lost child) but cannot discard what the dead child's connection
+        gave back, or a worker died between storing the outcome and the ack. Such a
+        message is acked without running again."""
+        if not delivery.redelivered or self._leased:
+            return None
+        raw = self.app.backend.get(task_id)
+        if raw is None:
+            return None
+        status = decode_meta(raw).status
+        return status if status in states.READY_STATES else None
 
     def _refuse_unread(self, delivery: Delivery) -> Outcome:
         """Refuse a message before decoding it: a poison one, or one too large."""

@@ -15,7 +15,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, ClassVar
 
-from ..stores.transport import require_leases
+from ..stores.transport import leases_of
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop
@@ -127,9 +127,12 @@ class ThreadsPool(Pool):
     def cold_stop(self) -> None:
         """Give every delivery these loops hold back to the queue, then leave at once."""
         worker = self.worker
+        leases = leases_of(worker.app.broker)
         for loop in self.loops:
+            if leases is None:
+                break  # AMQP: the process's exit closes its connections, which gives back
             try:
-                require_leases(worker.app.broker, "cold shutdown").reclaim(loop.consumer_id)
+                leases.reclaim(loop.consumer_id)
             except Exception as exc:  # pragma: no cover - broker gone; leases will lapse
                 logger.warning("could not requeue on cold shutdown: %s", exc)
         worker.retire()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from ..stores.transport import require_leases
+from ..stores.transport import leases_of
 from .loop import TRANSIENT, ConsumeLoop
 from .revocations import RevocationCache
 from .timelimits import GRACE_SECONDS, Deadlines
@@ -81,7 +81,7 @@ class LeaseKeeper(threading.Thread):
 
     def tick(self) -> None:
         now = time.monotonic()
-        leases = require_leases(self.app.broker, "the keeper")
+        leases = leases_of(self.app.broker)  # None: deliveries end with their connection
         coordinator = self.app.coordinator
         self.give_back_stalled(now)
         if self.pool is not None:
@@ -89,11 +89,12 @@ class LeaseKeeper(threading.Thread):
         if now - self._last_renew >= self.interval:
             self._last_renew = now
             consumer_ids = [loop.consumer_id for loop in self.loops]
-            leases.renew(consumer_ids, self.lease)
+            if leases is not None:
+                leases.renew(consumer_ids, self.lease)
             coordinator.renew_holders(consumer_ids, self.lease)
             if self.revocations is not None:
                 self.revocations.refresh(coordinator)
-            if self.reclaim:
+            if self.reclaim and leases is not None:
                 moved = leases.reclaim()
                 if moved:
                     logger.warning("requeued %d tasks from workers that stopped renewing", moved)

@@ -17,7 +17,7 @@ from .. import __version__
 from ..exceptions import ConfigurationError
 from ..observe.metrics import MULTIPROC_ENV
 from ..observe.observer import WorkerObserver
-from ..stores.transport import require_leases
+from ..stores.transport import leases_of, require_safe_deliveries
 from ..stores.urls import masked
 from .hooks import WorkerHooks
 from .identity import expand_hostname
@@ -101,7 +101,7 @@ class Worker:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
         # What the configuration lacks fails here, at start, not mid-run.
-        require_leases(self.app.broker, f"the {self.pool} pool")
+        self._check_transport()
         _ = self.app.coordinator
         self._subscribe_task_handlers()
         observer = self.observer  # made now that the app's tasks are imported
@@ -132,6 +132,14 @@ class Worker:
             revocations=revocations,
             watchers=watchers,
         )
+
+    def _check_transport(self) -> None:
+        """Every pool is served by a transport whose deliveries are leases or end with
+        their connection (AMQP); one with neither is refused here, at start."""
+        require_safe_deliveries(self.app.broker, f"the {self.pool} pool")
+        if leases_of(self.app.broker) is None:
+            logger.info("transport %s: deliveries end with their connection (no leases)",
+                        type(self.app.broker).__name__)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT of an in-process pool: the first is a warm shutdown, the

@@ -41,7 +41,7 @@ from ..exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from ..stores.transport import require_leases
+from ..stores.transport import leases_of
 from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
@@ -112,8 +112,9 @@ class Supervisor(Pool):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
-        # The supervisor settles for children it lost: it needs leased deliveries.
-        self.leases = require_leases(self.app.broker, "the prefork supervisor")
+        # The supervisor settles for children it lost: with leased deliveries it reads
+        # and discards what they held; without (AMQP) their connection gave it back.
+        self.leases = leases_of(self.app.broker)
         _ = self.app.coordinator  # connect in the parent before forking: children make their own
         observer = self.worker.observer
         self.slots = Slots(observer.capacity)  # room for pool_grow
@@ -271,7 +272,7 @@ class Supervisor(Pool):
         except TRANSIENT as exc:
             logger.warning("could not record child %d's task (%s)", child.index, exc)
         try:
-            moved = self.leases.reclaim(child.consumer_id)
+            moved = self.leases.reclaim(child.consumer_id) if self.leases is not None else 0
         except TRANSIENT as exc:
             moved = 0
             logger.warning(
@@ -383,7 +384,11 @@ class Supervisor(Pool):
             status=status,
             exc=exc,
             worker=self.worker.hostname,
-            body=self.leases.leased_body(child.consumer_id, slot.tag),
+            body=(
+                self.leases.leased_body(child.consumer_id, slot.tag)
+                if self.leases is not None
+                else None
+            ),
             hooks=self.worker.hooks,
         )
 
@@ -392,10 +397,11 @@ class Supervisor(Pool):
         coordinator = self.app.coordinator
         try:
             consumer_ids = [c.consumer_id for c in self.children.values()]
-            self.leases.renew(consumer_ids, self.lease)
+            if self.leases is not None:
+                self.leases.renew(consumer_ids, self.lease)
             coordinator.renew_holders(consumer_ids, self.lease)
             self.revocations.refresh(coordinator)
-            moved = self.leases.reclaim()
+            moved = self.leases.reclaim() if self.leases is not None else 0
             if moved:
                 logger.warning("requeued %d tasks from workers that stopped renewing", moved)
             self.worker.heartbeat()

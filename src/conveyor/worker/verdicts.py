@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import states
 from ..stores.results import encode_meta, error_meta
-from ..stores.transport import ResultWrite, require_leases
+from ..stores.transport import ResultWrite, leases_of
 from .executor import failure_reason
 from .workflow import settle_failure
 
@@ -51,7 +51,11 @@ def record_ended(
         and not app.conf.task_acks_on_failure_or_timeout
     ):
         app.coordinator.dead_letter(body, queue or _queue_of(app, body), failure_reason(exc))
-    require_leases(app.broker, "the prefork supervisor").discard(consumer_id, [tag])
+    leases = leases_of(app.broker)
+    if leases is not None:
+        leases.discard(consumer_id, [tag])
+    # Without leases (AMQP) the message went back with the dead child's connection; the
+    # final state stored above keeps it from running again (Executor._ended_before).
     if hooks is not None:
         hooks.task_ended(_request_of(app, body, task_id), status, exc)
 

@@ -11,6 +11,7 @@ from conveyor.stores.transport import (
     LeasedDeliveries,
     Transport,
     TransportConsumer,
+    leases_of,
     require_leases,
 )
 
@@ -20,6 +21,18 @@ LEASE = 10.0
 def leased(transport: Transport) -> LeasedDeliveries:
     """``transport``'s leases (every transport in this suite has them)."""
     return require_leases(transport, "the contract suite")
+
+
+def give_back(transport: Transport, consumer: TransportConsumer) -> int:
+    """How many messages ``consumer`` still holds, given back now: by reclaiming its
+    leases, or (a transport without leases: AMQP) by closing its connection and counting
+    what a fresh consumer receives."""
+    leases = leases_of(transport)
+    if leases is not None:
+        return leases.reclaim(consumer.consumer_id)
+    consumer.close()
+    returned = fetch_all(transport.consumer(["q"], f"{consumer.consumer_id}-after", LEASE))
+    return len(returned)
 
 
 def consume(

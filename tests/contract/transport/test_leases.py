@@ -7,10 +7,20 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from conveyor.stores.transport import Transport
 
-from ..conftest import MakeTransport
+from ..conftest import KINDS, MakeTransport
 from .helpers import bodies, consume, fetch_all, leased
+
+
+# Leases are a capability: the transports that lease (not AMQP, whose deliveries end with
+# their connection; tests/integration/test_rabbitmq.py covers what it does instead).
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 def test_release_gives_unstarted_messages_back_to_the_front(transport: Transport) -> None:

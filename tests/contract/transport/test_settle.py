@@ -4,10 +4,20 @@ ack together (``Transport.carries_results_of``).
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.stores.results import ResultBackend
 from conveyor.stores.transport import ResultWrite, Transport
 
+from ..conftest import KINDS
 from .helpers import LEASE, leased
+
+
+# A co-located backend: the transports whose store holds results too (not AMQP).
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 def test_a_colocated_backend_stores_the_result_with_the_ack(

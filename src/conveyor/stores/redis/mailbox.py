@@ -17,6 +17,7 @@ from ..mailbox import Mailbox
 from .connection import text
 
 if TYPE_CHECKING:
+    from .coordination import RedisCoordinator
     from .transport import RedisTransport
 
 __all__ = ["RedisMailbox"]
@@ -27,7 +28,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisMailbox(Mailbox):
-    def __init__(self, broker: RedisTransport) -> None:
+    def __init__(self, broker: RedisTransport | RedisCoordinator) -> None:
         self.client = broker.client
         self.keys = broker.keys
 

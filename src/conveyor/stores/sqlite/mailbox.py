@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..mailbox import Mailbox
 
 if TYPE_CHECKING:
+    from .coordination import SQLiteCoordinator
     from .transport import SQLiteTransport
 
 __all__ = ["SQLiteMailbox"]
@@ -33,7 +34,7 @@ _POLL = 0.01  # how often collect() looks for answers
 
 
 class SQLiteMailbox(Mailbox):
-    def __init__(self, broker: SQLiteTransport) -> None:
+    def __init__(self, broker: SQLiteTransport | SQLiteCoordinator) -> None:
         self.db = broker.db
         for statement in _TABLES:
             self.db.execute(statement)

@@ -1,0 +1,2 @@
+"""RabbitMQ: a transport only (``amqp://``, ``amqps://``, ``pyamqp://``); coordination
+and results live in another store."""

@@ -1,0 +1,143 @@
+"""Workers on RabbitMQ: the seed scenario (a Celery app with ``broker='amqp://...'``,
+one import changed), results and coordination in Redis, and the crashes: a SIGKILLed
+worker's tasks run again at once, a hard time limit is not redelivered forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from conveyor import chain, chord, group
+from conveyor.result import AsyncResult
+
+from ..apps import amqp_seed
+from ..support import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = "tests.apps.amqp_seed"
+
+
+@pytest.fixture
+def seed(
+    amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    env = {
+        "CONVEYOR_BROKER_URL": amqp_url,
+        "CONVEYOR_RESULT_BACKEND": redis_url,
+        "AMQP_SIDE_URL": redis_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = amqp_seed.app
+    app.conf.broker_url = amqp_url
+    app.conf.result_backend = redis_url
+    yield env
+    app.close()
+
+
+def runs(redis_url: str, key: str) -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = redis.Redis.from_url(redis_url).hgetall(f"runs:{key}")
+    return found
+
+
+def test_celery_app_on_rabbitmq_runs_tasks_workflows_and_countdowns(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "2", env=seed)
+    assert amqp_seed.add.delay(2, 3).get(timeout=20) == 5
+    started = time.time()
+    later = amqp_seed.add.apply_async((1, 1), countdown=1)
+    assert later.get(timeout=20) == 2
+    assert time.time() - started >= 1.0
+    assert chain(amqp_seed.add.s(1, 2), amqp_seed.add.s(10)).delay().get(timeout=20) == 13
+    header = group(amqp_seed.add.s(i, i) for i in range(5))
+    assert chord(header)(amqp_seed.tsum.s()).get(timeout=30) == 20
+    urgent = amqp_seed.add.apply_async((4, 4), priority=0)
+    assert urgent.get(timeout=20) == 8
+
+
+def test_a_sigkilled_workers_task_runs_again_at_once(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    first = spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", env=seed)
+    result = amqp_seed.record.delay("killed", 2.0)
+    wait_for(lambda: runs(seed["AMQP_SIDE_URL"], "killed"), 20, what="the task to start")
+    first.kill_group(signal.SIGKILL)  # type: ignore[attr-defined]
+    killed_at = time.monotonic()
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", env=seed)
+    assert result.get(timeout=30) == result.id
+    # it ran again (twice in all), as soon as the new worker was up: no lease to expire
+    assert list(runs(seed["AMQP_SIDE_URL"], "killed").values()) == [b"2"]
+    assert time.monotonic() - killed_at < 20
+
+
+def test_a_hard_time_limit_is_failed_once_not_redelivered(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", env=seed)
+    result: AsyncResult = amqp_seed.overrun.delay("limit")
+    with pytest.raises(Exception, match="time limit"):
+        result.get(timeout=30)
+    time.sleep(3)  # the killed child's message came back; it must not run again
+    assert list(runs(seed["AMQP_SIDE_URL"], "limit").values()) == [b"1"]
+    assert result.state == "FAILURE"
+
+
+def test_amqp_without_a_result_backend_is_a_clear_error(amqp_url: str) -> None:
+    from conveyor import Conveyor
+    from conveyor.exceptions import ConfigurationError
+
+    app = Conveyor("lonely", broker=amqp_url)
+    with pytest.raises(ConfigurationError, match="result_backend"):
+        _ = app.backend
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", "-A", APP, *args],
+        env=environment, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_status_purge_and_dlq_work_on_rabbitmq(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    for i in range(3):
+        amqp_seed.add.delay(i, i)
+    shown = cli(seed, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    depth = {q["name"]: q["ready"] for q in json.loads(shown.stdout)["queues"]}
+    assert depth == {"celery": 3}
+    purged = cli(seed, "purge", "-f")
+    assert purged.returncode == 0, purged.stderr
+    assert "Purged 3 messages" in purged.stdout
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", env=seed)
+    amqp_seed.app.broker.publish("celery", [b"not a message"])
+    coordinator = amqp_seed.app.coordinator
+    wait_for(lambda: coordinator.dead_letters(), 20, what="the bad message's dead letter")
+    (letter,) = coordinator.dead_letters()
+    letters = cli(seed, "dlq", "list")
+    assert letters.returncode == 0, letters.stderr
+    assert letter.id in letters.stdout
+
+
+def test_inspect_and_control_reach_workers_on_rabbitmq(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    """The control mailbox lives in the coordinator's store (Redis here)."""
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", "-n", "rabbit@%h", env=seed)
+    answers = amqp_seed.app.control.ping(timeout=5.0)
+    assert len(answers) == 1
+    (name,) = answers[0]
+    assert name.startswith("rabbit@")
