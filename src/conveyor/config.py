@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     # where workers share state (leases, limits, revocations...): None = the broker's store
     "coordinator_url": None,
     "coordinator_transport_options": {},  # as broker_transport_options, for coordinator_url
+    # read by amqp:// (Celery's meaning: retry the first connection); redis and sqlite
+    # workers always wait for the broker at start
     "broker_connection_retry_on_startup": True,
     # amqp:// (Celery's names and defaults): heartbeat seconds (0: off), connect timeout,
     # reconnection attempts (None: forever)
@@ -108,7 +110,6 @@ DEFAULTS: dict[str, Any] = {
 # rather than being silently ignored. tests/unit/test_settings_read.py checks that every
 # other name in DEFAULTS is read somewhere.
 NOT_SUPPORTED: dict[str, str] = {
-    "broker_connection_retry_on_startup": "a worker always waits for the broker at start",
     "result_extended": "results keep the task name, retries, worker and parent, never the "
     "arguments",
     "result_serializer": "results are always stored as JSON (msgspec)",
