@@ -141,3 +141,20 @@ def test_inspect_and_control_reach_workers_on_rabbitmq(
     assert len(answers) == 1
     (name,) = answers[0]
     assert name.startswith("rabbit@")
+
+
+def test_the_event_stream_works_on_rabbitmq(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    """-E events are stored in the coordinator's store (Redis here); conveyor events
+    reads them."""
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", "-E", env=seed)
+    assert amqp_seed.add.delay(20, 22).get(timeout=20) == 42
+
+    def succeeded() -> bool:
+        dumped = cli(seed, "events", "--dump", "--once")
+        assert dumped.returncode == 0, dumped.stderr
+        kinds = [json.loads(line)["type"] for line in dumped.stdout.splitlines() if line]
+        return "task-succeeded" in kinds
+
+    wait_for(succeeded, 20, what="the task-succeeded event in the stream")

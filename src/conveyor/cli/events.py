@@ -26,7 +26,7 @@ def events(obj: AppContext, dump: bool, once: bool) -> None:
     restarts of workers and of this command, up to event_stream_max_len)."""
     from ..stores.eventlog import event_log_for
 
-    log = event_log_for(obj.app.broker)
+    log = event_log_for(obj.app.broker, obj.app.coordinator)
     if once and not dump:
         raise click.UsageError("--once goes with --dump")
     view = None if dump else _LiveView()

@@ -67,7 +67,7 @@ class EventStreamListener(Listener):
         thread, so the prefork supervisor never starts a thread (it forks)."""
         record = json.dumps(event.to_dict(), default=repr).encode()
         try:
-            event_log_for(self.app.broker).append([record], self.max_len)
+            event_log_for(self.app.broker, self.app.coordinator).append([record], self.max_len)
         except Exception as exc:
             logger.debug("could not store a worker event (%s)", exc)
 
@@ -83,7 +83,7 @@ class EventStreamListener(Listener):
         if not batch:
             return
         try:
-            event_log_for(self.app.broker).append(batch, self.max_len)
+            event_log_for(self.app.broker, self.app.coordinator).append(batch, self.max_len)
         except Exception as exc:  # the store is away: keep them for the next flush
             logger.debug("could not store %d events (%s)", len(batch), exc)
             with self._lock:

@@ -8,6 +8,7 @@ monitors until ``event_stream_max_len`` newer ones push them out.
     redis    XADD <p>:events MAXLEN ~ N; XRANGE from an id (exclusive)
     sqlite   an ``events`` table; rows beyond the newest N deleted as it grows
     memory   a bounded deque
+    amqp     in the coordinator's store (Redis or SQLite), as the control mailbox
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .coordination import Coordinator
 
 __all__ = ["EventLog", "event_log_for"]
 
@@ -36,14 +41,31 @@ class EventLog(ABC):
 _LOGS: weakref.WeakKeyDictionary[Transport, EventLog] = weakref.WeakKeyDictionary()
 
 
-def event_log_for(transport: Transport) -> EventLog:
+def event_log_for(transport: Transport, coordinator: Coordinator | None = None) -> EventLog:
+    """The event stream in ``transport``'s store, or, for a transport that only moves
+    messages (amqp://), in ``coordinator``'s store."""
     log = _LOGS.get(transport)
     if log is None:
-        log = _LOGS[transport] = _make(transport)
+        log = _LOGS[transport] = _make(transport, coordinator)
     return log
 
 
-def _make(transport: Transport) -> EventLog:
+def _beside_coordinator(coordinator: Coordinator | None) -> EventLog | None:
+    from .redis.coordination import RedisCoordinator
+    from .sqlite.coordination import SQLiteCoordinator
+
+    if isinstance(coordinator, RedisCoordinator):
+        from .redis.eventlog import RedisEventLog
+
+        return RedisEventLog(coordinator)
+    if isinstance(coordinator, SQLiteCoordinator):
+        from .sqlite.eventlog import SQLiteEventLog
+
+        return SQLiteEventLog(coordinator)
+    return None
+
+
+def _make(transport: Transport, coordinator: Coordinator | None) -> EventLog:
     from .memory.transport import MemoryTransport
     from .redis.transport import RedisTransport
     from .sqlite.transport import SQLiteTransport
@@ -60,4 +82,7 @@ def _make(transport: Transport) -> EventLog:
         from .memory.eventlog import MemoryEventLog
 
         return MemoryEventLog(transport)
+    beside = _beside_coordinator(coordinator)
+    if beside is not None:
+        return beside
     raise ConfigurationError(f"the broker {transport.url!r} keeps no event stream")

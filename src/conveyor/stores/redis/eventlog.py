@@ -9,13 +9,14 @@ from ..eventlog import EventLog
 from .connection import text
 
 if TYPE_CHECKING:
+    from .coordination import RedisCoordinator
     from .transport import RedisTransport
 
 __all__ = ["RedisEventLog"]
 
 
 class RedisEventLog(EventLog):
-    def __init__(self, transport: RedisTransport) -> None:
+    def __init__(self, transport: RedisTransport | RedisCoordinator) -> None:
         self.client = transport.client
         self.key = transport.keys.events
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..eventlog import EventLog
 
 if TYPE_CHECKING:
+    from .coordination import SQLiteCoordinator
     from .transport import SQLiteTransport
 
 __all__ = ["SQLiteEventLog"]
@@ -17,7 +18,7 @@ _TRIM_EVERY = 256  # appends between trims
 
 
 class SQLiteEventLog(EventLog):
-    def __init__(self, transport: SQLiteTransport) -> None:
+    def __init__(self, transport: SQLiteTransport | SQLiteCoordinator) -> None:
         self.db = transport.db
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB NOT NULL)"
