@@ -215,3 +215,39 @@ def test_a_pool_can_drive_the_steps_itself_as_an_asyncio_pool_would(app: Conveyo
     with pytest.raises(SoftTimeLimitExceeded):
         late.get(timeout=1)
     assert worker.leased() == 0
+
+
+def test_arguments_that_do_not_fit_are_rejected_but_a_type_error_inside_fails(
+    app: Conveyor,
+) -> None:
+    @app.task(typing=False)  # not checked at send, so the worker meets the bad call
+    def one(x: int) -> int:
+        return x
+
+    class Twice(app.Task):  # type: ignore[name-defined]  # run() itself is the body
+        name = "attempt-test.twice"
+        typing = False
+
+        def run(self, x: int) -> int:
+            return 2 * x
+
+    twice = app.register_task(Twice())
+
+    @app.task
+    def inner() -> None:
+        raise TypeError("raised inside the body")
+
+    misfit, class_misfit, failing = one.delay(1, 2), twice.delay(1, 2), inner.delay()
+    worker = Worker(app)
+    first, second = worker.run_next(), worker.run_next()
+    assert first.outcome is not None and first.outcome.status == states.REJECTED
+    assert second.outcome is not None and second.outcome.status == states.REJECTED
+    second = worker.run_next()
+    letters = app.coordinator.dead_letters()
+    assert len(letters) == 2
+    assert all("arguments do not fit the task" in letter.reason for letter in letters)
+    assert class_misfit.state == states.REJECTED
+    assert second.outcome is not None and second.outcome.status == states.FAILURE
+    with pytest.raises(TypeError, match="raised inside the body"):
+        failing.get(timeout=1)
+    assert misfit.state == states.REJECTED
