@@ -1,6 +1,8 @@
 """Typed events: what happens to tasks and workers, and the listeners that hear it.
 
-Each event is a frozen dataclass named for what happened. The producer emits the
+Each event is a dataclass named for what happened (slots, not frozen: a frozen one
+costs three times as much to build, paid on every task someone listens to; listeners
+share one event, so treat it as read-only). The producer emits the
 publish events (:mod:`conveyor.producer`), the worker the rest
 (:mod:`conveyor.worker.hooks`): one place on each side. Celery's signals
 (:mod:`conveyor.signals`), the worker's log lines, and later metrics, tracing and the
@@ -89,7 +91,7 @@ def _short(value: Any) -> str:
 # --- the events -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Event:
     """Something that happened, at ``timestamp`` (epoch seconds)."""
 
@@ -108,7 +110,7 @@ class Event:
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskSent(Event):
     """A message left through the producer (Celery's ``task-sent``)."""
 
@@ -137,7 +139,7 @@ class TaskSent(Event):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class BeforePublish:
     """The hook before a message is encoded and sent (``on_before_publish``): a
     listener may add or change ``headers``; every other field is for reading."""
@@ -152,7 +154,7 @@ class BeforePublish:
         return self.envelope.headers
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _TaskEvent(Event):
     uuid: str
     name: str
@@ -160,7 +162,7 @@ class _TaskEvent(Event):
     request: Context = field(repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskReceived(_TaskEvent):
     """A worker took the message and will run it (its checks passed)."""
 
@@ -181,7 +183,7 @@ class TaskReceived(_TaskEvent):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskStarted(_TaskEvent):
     """The task body is about to run in process ``pid``."""
 
@@ -197,7 +199,7 @@ class TaskStarted(_TaskEvent):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskSucceeded(_TaskEvent):
     """The task returned ``result`` after ``runtime`` seconds."""
 
@@ -212,7 +214,7 @@ class TaskSucceeded(_TaskEvent):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskFailed(_TaskEvent):
     """The task raised ``exception`` and will not be retried."""
 
@@ -228,7 +230,7 @@ class TaskFailed(_TaskEvent):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskRetried(_TaskEvent):
     """The task asked to run again later (``Task.retry`` or ``autoretry_for``)."""
 
@@ -244,7 +246,7 @@ class TaskRetried(_TaskEvent):
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskRevoked(_TaskEvent):
     """The task did not run, or was stopped: revoked, expired or terminated."""
 
@@ -255,7 +257,7 @@ class TaskRevoked(_TaskEvent):
     signum: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskRejected(Event):
     """The message was dead-lettered with ``reason``. ``uuid``, ``name`` and ``request``
     are None when it could not even be decoded."""
@@ -270,7 +272,7 @@ class TaskRejected(Event):
     request: Context | None = field(default=None, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkerEvent(Event):
     """A worker's life: ``info`` holds its pool, concurrency, queues and start time."""
 
@@ -283,17 +285,17 @@ class WorkerEvent(Event):
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkerOnline(WorkerEvent):
     type: ClassVar[str] = "worker-online"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkerHeartbeat(WorkerEvent):
     type: ClassVar[str] = "worker-heartbeat"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkerOffline(WorkerEvent):
     type: ClassVar[str] = "worker-offline"
 
