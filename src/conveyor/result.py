@@ -256,56 +256,34 @@ class EagerResult(AsyncResult[R]):
         return None
 
 
-# How many member results GroupResult reads in one round trip.
+# How many member results a ResultSet reads in one round trip.
 _WINDOW = 1000
 
 
-class GroupResult(AsyncResult[list[Any]]):
-    """The results of a group's tasks, in order; ``get()`` returns their values.
+class ResultSet(AsyncResult[list[Any]]):
+    """Results read together, in order (Celery's ``ResultSet``): ``ResultSet([r1, r2])``,
+    ``.add(r3)``, ``.get()`` the list of their values, ``.completed_count()``.
 
     Waiting is pushed, as for one task: ``get()`` reads the finished members a window
     at a time (one round trip each) and blocks on one not finished yet.
-    Members may be groups themselves (a group of groups, a chord with a group body).
+    Members may be result sets themselves (a group of groups, a chord with a group body).
     """
 
     def __init__(
-        self, id: str, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None
+        self, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None
     ) -> None:
-        super().__init__(id, app)
-        self.results: list[AsyncResult[Any]] = list(results)
+        from .task import new_task_id
+
+        results = list(results)
+        # An id of its own, never stored: a set made here is no group in the backend.
+        self._hold(new_task_id(), results, app or (results[0].app if results else None))
+
+    def _hold(self, id: str, results: list[AsyncResult[Any]], app: Conveyor | None) -> None:
+        AsyncResult.__init__(self, id, app)
+        self.results: list[AsyncResult[Any]] = results
 
     def _meta(self) -> ResultMeta | None:
         return None  # a group has no record of its own: its state is its members'
-
-    @property
-    def children(self) -> list[AsyncResult[Any]]:
-        return self.results
-
-    # kept in the backend (Celery's save/restore) ----------------------------------------
-    def save(self) -> GroupResult:
-        """Store the group's member ids under its id, for :meth:`restore` in another
-        process (it expires with the results, ``result_expires``)."""
-        from .stores.results import ResultMeta, encode_meta
-
-        meta = ResultMeta(task_id=self.id, status=states.SUCCESS, result=_tree(self))
-        self.app.backend.store(_group_key(self.id), encode_meta(meta), True)
-        return self
-
-    @classmethod
-    def restore(cls, id: str, app: Conveyor | None = None) -> GroupResult | None:
-        """The group saved under ``id`` with :meth:`save`; None when there is none."""
-        if app is None:
-            from .app import current_app
-
-            app = current_app()
-        raw = app.backend.get(_group_key(id))
-        if raw is None:
-            return None
-        return _from_tree(decode_meta(raw).result, app)
-
-    def delete(self) -> None:
-        """Remove what :meth:`save` stored."""
-        self.app.backend.forget(_group_key(self.id))
 
     # the set of results (Celery's ResultSet) --------------------------------------------
     def add(self, result: AsyncResult[Any]) -> None:
@@ -343,29 +321,29 @@ class GroupResult(AsyncResult[list[Any]]):
     def _metas(self) -> list[ResultMeta | None]:
         return _read_metas(self.app, self.results)
 
-    def _count(self, statuses: frozenset[str], nested: Callable[[GroupResult], bool]) -> int:
+    def _count(self, statuses: frozenset[str], nested: Callable[[ResultSet], bool]) -> int:
         return sum(
-            nested(result) if isinstance(result, GroupResult) else (
+            nested(result) if isinstance(result, ResultSet) else (
                 meta is not None and meta.status in statuses
             )
             for result, meta in zip(self.results, self._metas(), strict=True)
         )
 
     def ready(self) -> bool:
-        return self._count(states.READY_STATES, GroupResult.ready) == len(self.results)
+        return self._count(states.READY_STATES, ResultSet.ready) == len(self.results)
 
     def waiting(self) -> bool:
         return not self.ready()
 
     def completed_count(self) -> int:
         """How many of the tasks succeeded."""
-        return self._count(_SUCCESS, GroupResult.successful)
+        return self._count(_SUCCESS, ResultSet.successful)
 
     def successful(self) -> bool:
         return self.completed_count() == len(self.results)
 
     def failed(self) -> bool:
-        return self._count(states.PROPAGATE_STATES, GroupResult.failed) > 0
+        return self._count(states.PROPAGATE_STATES, ResultSet.failed) > 0
 
     @property
     def state(self) -> str:
@@ -391,7 +369,7 @@ class GroupResult(AsyncResult[list[Any]]):
         metas = self._collect(deadline, propagate)
         values: list[Any] = []
         for result, meta in zip(self.results, metas, strict=True):
-            if isinstance(result, GroupResult):
+            if isinstance(result, ResultSet):
                 values.append(result.get(_left(deadline), propagate))
             else:
                 assert meta is not None
@@ -422,7 +400,7 @@ class GroupResult(AsyncResult[list[Any]]):
                 left = _left(deadline)
                 if left is not None and left <= 0:
                     raise TimeoutError(
-                        f"group {self.id}: {len(pending)} of {len(results)} tasks not ready "
+                        f"{self!r}: {len(pending)} of {len(results)} tasks not ready "
                         "in time"
                     )
                 # Tasks end roughly in the order sent: waiting for the last unfinished
@@ -434,7 +412,7 @@ class GroupResult(AsyncResult[list[Any]]):
     def _leaves(self) -> list[AsyncResult[Any]]:
         out: list[AsyncResult[Any]] = []
         for result in self.results:
-            out.extend(result._leaves() if isinstance(result, GroupResult) else (result,))
+            out.extend(result._leaves() if isinstance(result, ResultSet) else (result,))
         return out
 
     def revoke(
@@ -467,22 +445,51 @@ class GroupResult(AsyncResult[list[Any]]):
         return self.results[index]
 
     def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+        return f"<ResultSet: [{', '.join(r.id for r in self.results)}]>"
 
 
-class ResultSet(GroupResult):
-    """Results read together, made by the caller (Celery's ``ResultSet``):
-    ``ResultSet([r1, r2]).get()``, ``.add(r3)``, ``.completed_count()``. A group's
-    result is the same with the group's id (and can be saved)."""
+class GroupResult(ResultSet):
+    """The results of a group's tasks, in order: a :class:`ResultSet` with the group's
+    id, whose ``save()``/``restore(id)`` keep it in the backend (as Celery's, which
+    derives from ``ResultSet`` the same way)."""
 
-    def __init__(self, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None):
-        from .task import new_task_id
+    def __init__(
+        self, id: str, results: Iterable[AsyncResult[Any]] = (), app: Conveyor | None = None
+    ) -> None:
+        self._hold(id, list(results), app)
 
-        results = list(results)
-        super().__init__(new_task_id(), results, app or (results[0].app if results else None))
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        return self.results
+
+    # kept in the backend (Celery's save/restore) ----------------------------------------
+    def save(self) -> GroupResult:
+        """Store the group's member ids under its id, for :meth:`restore` in another
+        process (it expires with the results, ``result_expires``)."""
+        from .stores.results import ResultMeta, encode_meta
+
+        meta = ResultMeta(task_id=self.id, status=states.SUCCESS, result=_tree(self))
+        self.app.backend.store(_group_key(self.id), encode_meta(meta), True)
+        return self
+
+    @classmethod
+    def restore(cls, id: str, app: Conveyor | None = None) -> GroupResult | None:
+        """The group saved under ``id`` with :meth:`save`; None when there is none."""
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        raw = app.backend.get(_group_key(id))
+        if raw is None:
+            return None
+        return _from_tree(decode_meta(raw).result, app)
+
+    def delete(self) -> None:
+        """Remove what :meth:`save` stored."""
+        self.app.backend.forget(_group_key(self.id))
 
     def __repr__(self) -> str:
-        return f"<ResultSet: [{', '.join(r.id for r in self.results)}]>"
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
 def _group_key(group_id: str) -> str:
@@ -492,7 +499,7 @@ def _group_key(group_id: str) -> str:
 
 def _tree(result: AsyncResult[Any]) -> Any:
     """A result as JSON: a task's id, or [group id, [members...]] for a group."""
-    if isinstance(result, GroupResult):
+    if isinstance(result, ResultSet):
         return [result.id, [_tree(r) for r in result.results]]
     return result.id
 
@@ -511,7 +518,7 @@ def _from_tree(tree: Any, app: Conveyor) -> GroupResult:
 
 _SUCCESS = frozenset({states.SUCCESS})
 # Members whose state is not one record in the backend.
-_LOCAL = (EagerResult, GroupResult)
+_LOCAL = (EagerResult, ResultSet)
 
 
 def _left(deadline: float | None) -> float | None:

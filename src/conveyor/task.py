@@ -171,6 +171,13 @@ class Task(Generic[P, R]):
             self.bind = False
             name = name or getattr(type(self), "name", None) or ""
         self._fun = fun
+        # What the worker (and an eager call) runs: the body, or the subclass's own
+        # ``__call__`` when it has one (a transaction, a context around the run), as
+        # Celery's tracer picks ``task`` over ``task.run`` only when ``__call__`` is
+        # overridden; decided once here, so the usual task pays nothing per call.
+        self.body: Callable[..., R] = (
+            self.run if type(self).__call__ is Task.__call__ else self.__call__
+        )
         self.name = name or ""
         for key, value in (options or {}).items():
             if key == "base":
@@ -406,7 +413,7 @@ class Task(Generic[P, R]):
     def _run_with_autoretry(self, request: Context) -> R:
         """Run the body; an exception listed in ``autoretry_for`` becomes a retry."""
         try:
-            return self.run(*request.args, **request.kwargs)
+            return self.body(*request.args, **request.kwargs)
         except Retry:
             raise
         except Exception as exc:

@@ -202,3 +202,43 @@ def replace_with_chord(self: Task[..., Any], nums: list[int]) -> Any:
 @app.task(bind=True)
 def replace_with_failure(self: Task[..., Any]) -> Any:
     return self.replace(fail.si("replaced"))
+
+
+# a Task subclass overriding __call__ (Celery's tracer calls it in the worker) -------------
+class Transactional(app.Task):
+    """Wraps every run, as a database-transaction base does: the worker must call it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        log(args[0], f"begin {self.request.id}")
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            log(args[0], f"commit {self.request.id}")
+
+
+@app.task(base=Transactional, bind=True)
+def in_transaction(self: Task[..., Any], key: str, value: int) -> int:
+    log(key, f"body {self.request.id}")
+    return value * 2
+
+
+# self.replace in a link= callback, and the lineage Celery stamps -------------------------
+@app.task(bind=True)
+def replacing_callback(self: Task[..., Any], value: Any, key: str) -> Any:
+    return self.replace(record.si(key, f"replaced {value!r}"))
+
+
+@app.task(bind=True)
+def lineage(self: Task[..., Any], key: str) -> str:
+    """Logs ``id parent_id root_id``, as the worker set them."""
+    request = self.request
+    log(key, f"{request.id} {request.parent_id} {request.root_id}")
+    return str(request.id)
+
+
+@app.task(bind=True)
+def send_group(self: Task[..., Any], key: str) -> list[str]:
+    """Sends a group from inside a task: its members' parent is this task."""
+    log(key, f"{self.request.id} {self.request.parent_id} {self.request.root_id}")
+    sent = group(lineage.si(key), lineage.si(key)).apply_async()
+    return [r.id for r in sent.results]

@@ -418,3 +418,95 @@ def test_replace_keeps_the_errbacks(cluster: Cluster) -> None:
     wait_for(lambda: cluster.log(k), 10, what="the errback")
     time.sleep(0.3)
     assert cluster.log(k) == [f"old {result.id}"]
+
+
+# ResultSet: Celery's GroupResult derives from it -------------------------------------------
+def test_group_result_is_a_result_set(cluster: Cluster) -> None:
+    result = group(parity.add.s(1, 1), parity.add.s(2, 2))()
+    assert isinstance(result, ResultSet) and isinstance(result, GroupResult)
+    assert result.get(timeout=20) == [2, 4]
+    made = ResultSet([parity.add.delay(1, 1)])
+    assert not isinstance(made, GroupResult)
+    assert not hasattr(made, "save") and not hasattr(made, "restore")
+
+
+def test_result_set_methods_as_celerys(cluster: Cluster) -> None:
+    first, second = parity.add.delay(1, 1), parity.add.delay(2, 2)
+    results = ResultSet([first])
+    results.add(second)
+    results.add(second)  # Celery's add ignores a result already in the set
+    assert [r.id for r in results] == [first.id, second.id] and len(results) == 2
+    assert results.join(timeout=20) == [2, 4]
+    assert results.ready() and results.successful() and not results.failed()
+    assert results.completed_count() == 2
+    failed = parity.fail.delay()
+    results.add(failed)
+    with pytest.raises(parity.ExpectedException):
+        results.get(timeout=20)
+    assert results.ready() and results.failed() and not results.successful()
+    assert results.completed_count() == 2
+    values = results.get(timeout=20, propagate=False)
+    assert values[:2] == [2, 4] and isinstance(values[2], parity.ExpectedException)
+    results.remove(failed.id)  # by id or by result, as Celery's
+    assert [r.id for r in results] == [first.id, second.id] and results.successful()
+    with pytest.raises(ValueError):
+        results.remove(failed)
+    results.discard(failed)  # discard ignores one that is not there
+    waiting = ResultSet([parity.add.delay(5, 5), parity.ident.s(1).set(countdown=2).delay()])
+    assert not waiting.ready() and waiting.completed_count() <= 1
+    assert waiting.get(timeout=20) == [10, 1]
+
+
+# a Task subclass's own __call__ runs in the worker -------------------------------------------
+def test_the_worker_calls_an_overridden_dunder_call(cluster: Cluster) -> None:
+    k = key()
+    result = parity.in_transaction.delay(k, 21)
+    assert result.get(timeout=20) == 42
+    assert cluster.log(k) == [f"begin {result.id}", f"body {result.id}", f"commit {result.id}"]
+    assert parity.in_transaction.body == parity.in_transaction.__call__
+    assert parity.add.body == parity.add.run  # no override: the body, nothing around it
+
+
+# self.replace inside a link= callback -------------------------------------------------------
+def test_replace_inside_a_link_callback(cluster: Cluster) -> None:
+    k = key()
+    result = parity.add.apply_async((1, 2), link=parity.replacing_callback.s(k))
+    assert result.get(timeout=20) == 3
+    wait_for(lambda: cluster.log(k), 10, what="the replacement of the callback")
+    time.sleep(0.3)  # a second run would have logged by now
+    assert cluster.log(k) == ["replaced 3"]
+    wait_for(lambda: len(result.children) == 1, 10, what="the callback as a child")
+    assert result.children[0].get(timeout=20) is None  # the replacement's result
+
+
+# parent_id / root_id as Celery stamps them ---------------------------------------------------
+def lineages(cluster: Cluster, k: str) -> dict[str, tuple[str, str]]:
+    return {line.split()[0]: (line.split()[1], line.split()[2]) for line in cluster.log(k)}
+
+
+def test_chain_steps_parent_is_the_step_before_root_the_first(cluster: Cluster) -> None:
+    k = key()
+    flow = chain(parity.lineage.si(k), parity.lineage.si(k), parity.lineage.si(k))
+    last = flow.apply_async()
+    last.get(timeout=20)
+    middle = last.parent
+    assert middle is not None and middle.parent is not None
+    first = middle.parent
+    seen = lineages(cluster, k)
+    assert seen[first.id] == ("None", first.id)
+    assert seen[middle.id] == (first.id, first.id)
+    assert seen[last.id] == (middle.id, first.id)
+
+
+def test_group_members_sent_by_a_task_have_it_as_parent(cluster: Cluster) -> None:
+    k = key()
+    flow = chain(parity.lineage.si(k), parity.send_group.si(k))
+    sender = flow.apply_async()
+    members = sender.get(timeout=20)
+    for member in members:
+        parity.app.AsyncResult(member).get(timeout=20)
+    root = sender.parent
+    assert root is not None
+    seen = lineages(cluster, k)
+    assert seen[sender.id] == (root.id, root.id)
+    assert [seen[m] for m in members] == [(sender.id, root.id)] * 2

@@ -105,7 +105,7 @@ class Attempt:
                 return
             started = time.perf_counter()
             try:
-                value = task.run(*envelope.args, **envelope.kwargs)  # call(), inlined
+                value = task.body(*envelope.args, **envelope.kwargs)  # call(), inlined
             except Exception as exc:
                 # While the request is still current: autoretry's task.retry reads it.
                 try:
@@ -150,7 +150,7 @@ class Attempt:
         (A TypeError raised here, not inside the body, means the arguments do not fit.)"""
         envelope = self.envelope
         assert self.task is not None and envelope is not None
-        return self.task.run(*envelope.args, **envelope.kwargs)
+        return self.task.body(*envelope.args, **envelope.kwargs)
 
     def succeeded(self, value: Any, runtime: float) -> None:
         """The body returned ``value``."""
