@@ -510,3 +510,20 @@ def test_group_members_sent_by_a_task_have_it_as_parent(cluster: Cluster) -> Non
     seen = lineages(cluster, k)
     assert seen[sender.id] == (root.id, root.id)
     assert [seen[m] for m in members] == [(sender.id, root.id)] * 2
+
+
+def test_chord_in_a_chain_keeps_the_root_and_the_header_parent(cluster: Cluster) -> None:
+    """Celery: a chord's header tasks are children of the step before, every task of the
+    chain has the first as root. (The body's parent: README, "Differences from Celery".)"""
+    k = key()
+    header = [parity.lineage.si(k), parity.lineage.si(k)]
+    flow = chain(parity.lineage.si(k), chord(header, parity.lineage.si(k)))
+    body = flow.apply_async()
+    body.get(timeout=20)
+    seen = lineages(cluster, k)
+    assert len(seen) == 4
+    first = next(task for task, (parent, _) in seen.items() if parent == "None")
+    assert all(root == first for _, root in seen.values())
+    members = [t for t in seen if t not in (first, body.id)]
+    assert [seen[m][0] for m in members] == [first, first]
+    assert seen[body.id][0] not in ("None", first)
