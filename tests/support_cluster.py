@@ -96,6 +96,8 @@ class RedisClusterNodes:
             extra = [
                 *_DATA_NODE,
                 "--cluster-enabled", "yes",
+                # The bus port is port + 10000 unless told: a free port of its own.
+                "--cluster-port", str(free_port()),
                 "--cluster-config-file", f"nodes-{port}.conf",
                 "--cluster-node-timeout", "2000",
                 # A shard that lost its master and replica must not stop the others.
