@@ -1,9 +1,10 @@
 """The contract suite's fixtures: every transport, coordinator and result backend, made
 fresh for each test, so one suite proves that all of them keep the same promises.
 
-``redis`` runs on the suite's private redis-server, ``sqlite`` on a file in the test's
-tmp_path, ``memory`` on a state of its own (a unique memory:// URL). The halves live in
-``transport/``, ``coordination/`` and ``results/``.
+``redis`` runs on the suite's private redis-server, ``cluster`` on its Redis Cluster
+(three shards), ``sqlite`` on a file in the test's tmp_path, ``memory`` on a state of its
+own (a unique memory:// URL). The halves live in ``transport/``, ``coordination/`` and
+``results/``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from conveyor.stores.coordination import Coordinator
 from conveyor.stores.results import ResultBackend
 from conveyor.stores.transport import Transport
 
-KINDS = ["redis", "sqlite", "memory"]
+KINDS = ["redis", "cluster", "sqlite", "memory"]
 
 MakeTransport = Callable[[], Transport]
 MakeCoordinator = Callable[[], Coordinator]
@@ -38,6 +39,9 @@ def url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "redis":
         redis_url: str = request.getfixturevalue("redis_url")
         return redis_url
+    if kind == "cluster":  # the suite's Redis Cluster: three shards, a replica each
+        cluster_url: str = request.getfixturevalue("cluster_url")
+        return cluster_url
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'conveyor.db'}"
     if kind == "amqp":  # the transport half only (transport/conftest.py)

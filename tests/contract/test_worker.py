@@ -1,6 +1,6 @@
 """The worker-level contract: a real worker on every broker keeps promises 1-3.
 
-Redis and SQLite run real ``conveyor worker`` processes (prefork), killed for real.
+Redis, Redis Cluster and SQLite run real ``conveyor worker`` processes (prefork), killed for real.
 memory:// cannot cross processes, so its worker is the threads pool in this process
 (there is no process of its own to SIGKILL, so it skips that test).
 """
@@ -88,7 +88,7 @@ class Cluster:
             worker.stop()
 
 
-@pytest.fixture(params=["redis", "sqlite", "memory"])
+@pytest.fixture(params=["redis", "cluster", "sqlite", "memory"])
 def cluster(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -98,6 +98,8 @@ def cluster(
     kind: str = request.param
     if kind == "redis":
         url: str = request.getfixturevalue("redis_url")
+    elif kind == "cluster":  # a Redis Cluster of three shards
+        url = request.getfixturevalue("cluster_url")
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'broker.db'}"
     else:

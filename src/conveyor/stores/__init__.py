@@ -19,7 +19,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from .coordination import CoordinatingStore, Coordinator, DeadLetter, Revocations
-from .redis.topology import REDIS_SCHEMES
+from .redis.topology import CLUSTER_SCHEMES, REDIS_SCHEMES
 from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
 from .transport import (
     Delivery,
@@ -74,6 +74,14 @@ def _scheme(url: str) -> str:
 
 def transport_from_url(url: str, **options: Any) -> Transport:
     scheme = _scheme(url)
+    if scheme in CLUSTER_SCHEMES:
+        from .redis.cluster import RedisClusterTransport
+
+        return RedisClusterTransport(
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            transport_options=options.get("transport_options"),
+        )
     if scheme in REDIS_SCHEMES:
         from .redis.transport import RedisTransport
 
@@ -101,7 +109,7 @@ def transport_from_url(url: str, **options: Any) -> Transport:
         return _plugins[scheme](url, **options)
     raise ConfigurationError(
         f"unsupported broker URL {masked(url)!r}: expected redis://, rediss://, unix://, "
-        "sentinel://, "
+        "sentinel://, redis+cluster://, "
         "amqp://, amqps://, pyamqp://, sqlite:///path or memory://"
     )
 
@@ -112,7 +120,7 @@ def _no_tls(url: str, use_ssl: Any, setting: str) -> None:
         raise ConfigurationError(f"{setting} is set, but {masked(url)!r} is not a Redis URL")
 
 
-BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, "sqlite", "memory", "cache+memory"})
+BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, *CLUSTER_SCHEMES, "sqlite", "memory", "cache+memory"})
 
 
 def check_backend_url(url: str) -> None:
@@ -126,7 +134,8 @@ def check_backend_url(url: str) -> None:
 def _unsupported_backend(url: str) -> str:
     return (
         f"unsupported result backend {masked(url)!r}: expected redis://, rediss://, "
-        "unix://, sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, "
+        "unix://, sentinel://, redis+cluster://, sqlite:///path or memory:// (conveyor has "
+        "no rpc://, "
         "database, Django or cache backends)"
     )
 
@@ -134,6 +143,14 @@ def _unsupported_backend(url: str) -> str:
 def coordinator_from_url(url: str, **options: Any) -> Coordinator:
     """A coordinator standing apart from any transport (``coordinator_url``)."""
     scheme = _scheme(url)
+    if scheme in CLUSTER_SCHEMES:
+        from .redis.cluster_coordination import RedisClusterCoordinator
+
+        return RedisClusterCoordinator.from_url(
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            transport_options=options.get("transport_options"),
+        )
     if scheme in REDIS_SCHEMES:
         from .redis.coordination import RedisCoordinator
 
@@ -152,7 +169,7 @@ def coordinator_from_url(url: str, **options: Any) -> Coordinator:
         return MemoryCoordinator(url)
     raise ConfigurationError(
         f"unsupported coordinator URL {masked(url)!r}: expected redis://, rediss://, "
-        "unix://, sentinel://, sqlite:///path or memory://"
+        "unix://, sentinel://, redis+cluster://, sqlite:///path or memory://"
     )
 
 
@@ -171,6 +188,15 @@ def coordinator_for(transport: Transport) -> Coordinator:
 def backend_from_url(url: str, **options: Any) -> ResultBackend:
     scheme = _scheme(url)
     expires = options.get("expires", 86400.0)
+    if scheme in CLUSTER_SCHEMES:
+        from .redis.cluster_results import RedisClusterBackend
+
+        return RedisClusterBackend(
+            url,
+            key_prefix=options.get("key_prefix", "conveyor"),
+            expires=expires,
+            transport_options=options.get("transport_options"),
+        )
     if scheme in REDIS_SCHEMES:
         from .redis.results import RedisBackend
 

@@ -21,8 +21,13 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 def test_a_colocated_backend_stores_the_result_with_the_ack(
-    transport: Transport, backend: ResultBackend
+    transport: Transport, backend: ResultBackend, kind: str
 ) -> None:
+    if kind == "cluster":
+        # By design: a result lives in its task's slot, the ack in its queue's; the
+        # worker stores the result through the backend, then acks (test_cluster.py).
+        assert not transport.carries_results_of(backend)
+        return
     assert transport.carries_results_of(backend)
     transport.publish("q", [b"task"])
     consumer = transport.consumer(["q"], "c1", LEASE, results=backend)

@@ -30,7 +30,13 @@ from redis.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
@@ -285,6 +291,24 @@ def replicated_call(link: RedisLink, commands: Sequence[Command], options: Redis
         )
 
 
+# Replies of a Redis Cluster node that does not (or not yet) serve a key's slot: redis-py
+# parses MOVED/ASK/TRYAGAIN/CLUSTERDOWN into these classes (the message loses the word).
+_REDIRECTS = (AskError, TryAgainError, ClusterDownError)
+
+
+def is_redirect(exc: ResponseError) -> bool:
+    return isinstance(exc, _REDIRECTS) or str(exc).startswith(("MOVED ", "ASK ", "CLUSTERDOWN"))
+
+
+class Redirected(ResponseError):
+    """Write-behind commands a cluster node answered with MOVED/ASK/TRYAGAIN/CLUSTERDOWN
+    (its slot moved, or a failover is under way): they must be sent again elsewhere."""
+
+    def __init__(self, commands: list[Command]) -> None:
+        super().__init__(f"{len(commands)} command(s) redirected by the cluster")
+        self.commands = commands
+
+
 class RedisLink:
     """One connection of our own, with write-behind sends and scripts loaded on connect.
 
@@ -317,6 +341,12 @@ class RedisLink:
                 resend, self._unconfirmed = list(self._unconfirmed), deque()
                 self.send(resend)
         return self._conn
+
+    def move_to(self, pool: ConnectionPool) -> None:
+        """Use ``pool`` from now on (a cluster slot moved to another node); commands
+        sent but not confirmed go again on the new connection."""
+        self.reset()
+        self._pool = pool
 
     def reset(self) -> None:
         """Drop the connection after an error; the next call makes a new one."""
@@ -356,16 +386,22 @@ class RedisLink:
         if not self._unconfirmed:
             return
         conn = self._connection()
+        redirected: list[Command] = []
         try:
             while self._unconfirmed:
                 try:
                     conn.read_response()
                 except ResponseError as exc:
-                    logger.error("redis refused %s: %s", self._unconfirmed[0][0], exc)
+                    if is_redirect(exc):
+                        redirected.append(self._unconfirmed[0])
+                    else:
+                        logger.error("redis refused %s: %s", self._unconfirmed[0][0], exc)
                 self._unconfirmed.popleft()
         except CONNECTION_ERRORS as exc:
             self.reset()
             raise unavailable(exc, self._pool) from exc
+        if redirected:  # only on a Redis Cluster: the caller sends them to the right node
+            raise Redirected(redirected)
 
     def call(self, command: Command) -> Any:
         """Send one command after anything pending and return its reply."""

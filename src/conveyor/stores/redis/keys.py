@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["ClusterKeys", "RedisKeys", "coordination_prefix"]
+
+
+def _check_queue_name(name: str) -> None:
+    if not name:
+        raise ValueError("a queue name cannot be empty")
+    if "\n" in name:
+        raise ValueError("a queue name cannot contain a newline")
+
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
@@ -18,8 +27,7 @@ class RedisKeys:
         ``<base>:<0-9>`` a list per priority level (LPUSH in, RPOP out: FIFO),
         ``<base>:eta`` a zset of messages not yet due (score = due ms),
         ``<base>:wake`` a one-member zset consumers block on (BZPOPMIN) when idle."""
-        if "\n" in name:
-            raise ValueError("a queue name cannot contain a newline")
+        _check_queue_name(name)
         return f"{self.prefix}:queue:{name}"
 
     def level(self, name: str, priority: int) -> str:
@@ -147,3 +155,53 @@ class RedisKeys:
     def events(self) -> str:
         """Stream of task and worker events (JSON), capped with XADD MAXLEN ~."""
         return f"{self.prefix}:events"
+
+
+def coordination_prefix(prefix: str) -> str:
+    """The key prefix of coordination state on a Redis Cluster: ``<p>:{<p>}``. The hash
+    tag puts every coordination key (leases, limits, slots and their holders, unique
+    claims, revocations, the worker registry, dead letters) in one slot, so each of
+    their scripts is single-slot; it is little data and little traffic."""
+    return f"{prefix}:{{{prefix}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterKeys(RedisKeys):
+    """The key layout on a Redis Cluster, where each script must touch one hash slot.
+
+    A queue and everything a consumer holds of it share the queue's hash tag
+    ``{q:<name>}``, so queues spread across shards and each queue script stays on one:
+
+        <p>:{q:<name>}:<0-9> / :eta / :wake       as ``queue()`` on one Redis
+        <p>:{q:<name>}:inflight:<consumer>        what a consumer leased from this queue
+        <p>:{q:<name>}:consumers                  leases of the consumers of this queue
+        <p>:{q:<name>}:redeliveries               delivery counts of requeued messages
+
+    A task's result and interim state share ``{t:<id>}``; a chord's hash and done set
+    share ``{c:<id>}``. (A name holding ``}`` still gives one tag per queue: Redis hashes
+    up to the first ``}``, which is the same place in every key of that queue.)"""
+
+    def queue(self, name: str) -> str:
+        _check_queue_name(name)
+        return f"{self.prefix}:{{q:{name}}}"
+
+    def queue_inflight(self, name: str, consumer_id: str) -> str:
+        return f"{self.queue(name)}:inflight:{consumer_id}"
+
+    def queue_consumers(self, name: str) -> str:
+        return f"{self.queue(name)}:consumers"
+
+    def queue_redeliveries(self, name: str) -> str:
+        return f"{self.queue(name)}:redeliveries"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}:result:{{t:{task_id}}}"
+
+    def state(self, task_id: str) -> str:
+        return f"{self.prefix}:state:{{t:{task_id}}}"
+
+    def chord(self, chord_id: str) -> str:
+        return f"{self.prefix}:chord:{{c:{chord_id}}}"
+
+    def chord_done(self, chord_id: str) -> str:
+        return f"{self.prefix}:chord:{{c:{chord_id}}}:done"
