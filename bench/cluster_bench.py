@@ -78,7 +78,7 @@ def publish_costs(url: str, count: int) -> dict[str, float]:
     transport = RedisClusterTransport(url)
     try:
         script = transport.client.register_script(ENQUEUE.source)
-        base = transport.keys.queue("publish-bench")
+        where = list(transport.keys.enqueue_keys("publish-bench", 0))
         transport.publish("publish-bench", [b"warm"])
         started = time.perf_counter()
         for _ in range(count):
@@ -86,7 +86,7 @@ def publish_costs(url: str, count: int) -> dict[str, float]:
         raw = (time.perf_counter() - started) / count * 1e6
         started = time.perf_counter()
         for _ in range(count):
-            script(keys=[base], args=["", "0", -1, -1, b"x"])
+            script(keys=where, args=["", "0", -1, -1, b"x"])
         client = (time.perf_counter() - started) / count * 1e6
         return {"raw SlotLink": raw, "redis-py RedisCluster": client}
     finally:

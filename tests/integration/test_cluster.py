@@ -15,7 +15,7 @@ import redis
 from redis.crc import key_slot
 
 from conveyor import Conveyor
-from conveyor.exceptions import ConfigurationError
+from conveyor.exceptions import BrokerUnavailable, ConfigurationError
 from conveyor.stores import backend_from_url, coordinator_from_url, transport_from_url
 from conveyor.stores.redis.cluster import RedisClusterTransport
 from conveyor.stores.redis.keys import ClusterKeys, RedisKeys, coordination_prefix
@@ -97,12 +97,30 @@ def test_queues_spread_across_the_shards(redis_cluster: RedisClusterNodes) -> No
     assert len(shards) == 3
 
 
-def test_the_cluster_scripts_declare_the_keys_they_take() -> None:
-    # chord_count.lua replaces chord_part.lua on a cluster: it names only KEYS[1..2].
-    source = (LUA / "chord_count.lua").read_text()
-    code = "\n".join(line for line in source.splitlines() if not line.startswith("--"))
-    assert set(re.findall(r"KEYS\[(\d+)\]", code)) == {"1", "2"}
-    assert "..':" not in code.replace(" ", "")
+# Scripts whose key names come from data: the list key kept in an in-flight record
+# (defer, release, reclaim), a consumer id read from the leases zset (reclaim), a holder
+# read from a slot set (slot, on one Redis only), a chord's queue (chord_part, on one
+# Redis only). Every other script takes all of its keys in KEYS.
+NAMED_FROM_DATA = {"defer", "release", "reclaim", "slot", "chord_part"}
+
+
+def _code(name: str) -> str:
+    source = (LUA / f"{name}.lua").read_text()
+    return "\n".join(line.split("--")[0] for line in source.splitlines())
+
+
+# How the scripts that name keys at run time do it: a suffix joined to a key
+# ("base .. ':eta'"), or a key prefix passed as an argument ("ARGV[1] .. ':inflight:'").
+BUILT_KEY = re.compile(r"\.\.\s*':|ARGV\[\d+\]\s*\.\.")
+
+
+def test_every_other_script_declares_the_keys_it_touches() -> None:
+    declared = sorted(p.stem for p in LUA.glob("*.lua") if p.stem not in NAMED_FROM_DATA)
+    assert {"enqueue", "enqueue_unique", "fetch", "chord_count"} <= set(declared)
+    for name in declared:
+        assert not BUILT_KEY.search(_code(name)), f"{name}.lua builds a key name"
+    for name in NAMED_FROM_DATA - {"chord_part"}:
+        assert BUILT_KEY.search(_code(name)), f"{name}.lua: the pattern no longer sees it"
 
 
 # --- broker, backend and coordinator on the cluster -----------------------------------------
@@ -315,3 +333,31 @@ def test_an_app_on_the_cluster(cluster_url: str) -> None:
         app.close()
     with pytest.raises(redis.RedisError):
         redis.Redis(port=1).ping()  # nothing else listens where the suite did not start it
+
+
+def test_user_and_password_in_the_url_as_in_redis_urls(
+    redis_cluster: RedisClusterNodes, cluster_url: str
+) -> None:
+    """An ACL user on every node (ACLs are per node in a cluster); the URL's credentials
+    reach the cold path (RedisCluster) and the raw links alike."""
+    for node in redis_cluster.nodes:
+        if node.alive:
+            node.client().execute_command("ACL", "SETUSER", "app", "on", ">s3cret", "~*", "+@all")
+    try:
+        authed = cluster_url.replace("redis+cluster://", "redis+cluster://app:s3cret@")
+        transport = transport_from_url(authed)
+        try:
+            transport.publish("authed", [b"x"])
+            consumer = transport.consumer(["authed"], "c1", 30)
+            assert [d.body for d in consumer.fetch(1, timeout=1)] == [b"x"]
+            consumer.close()
+        finally:
+            transport.close()
+        wrong = cluster_url.replace("redis+cluster://", "redis+cluster://app:wrong@")
+        with pytest.raises(BrokerUnavailable, match="invalid username-password") as refused:
+            transport_from_url(wrong)
+        assert "wrong" not in str(refused.value) and "app:***@" in str(refused.value)
+    finally:
+        for node in redis_cluster.nodes:
+            if node.alive:
+                node.client().execute_command("ACL", "DELUSER", "app")

@@ -143,14 +143,14 @@ class RedisClusterTransport(Transport, LeasedDeliveries, CoordinatingStore):
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
-        level = str(priority_level(priority))
+        level = priority_level(priority)
         countdown_ms = -1 if countdown is None else max(0, int(countdown * 1000))
         eta_ms = -1 if eta is None else int(eta * 1000)
-        base = self.keys.queue(queue)
+        where = self.keys.enqueue_keys(queue, level)
         # ARGV[1] = '': the known-queues set lives in another slot; it is written apart.
-        head = ("", level, countdown_ms, eta_ms)
+        head = ("", str(level), countdown_ms, eta_ms)
         commands = [
-            ENQUEUE.command((base,), (*head, *bodies[start : start + _CHUNK]))
+            ENQUEUE.command(where, (*head, *bodies[start : start + _CHUNK]))
             for start in range(0, len(bodies), _CHUNK)
         ]
         link = self.link(queue)
@@ -319,7 +319,7 @@ class RedisClusterConsumer(TransportConsumer):
                 keys.queue_inflight(q, consumer_id),
                 keys.queue_consumers(q),
                 keys.queue_redeliveries(q),
-                keys.queue(q),
+                *keys.fetch_keys(q, PRIORITY_LEVELS),
             )
             for q in self._queues
         }

@@ -163,7 +163,8 @@ class RedisCoordinator(Coordinator):
                 priority=priority, countdown=countdown, eta=eta,
             )  # fmt: skip
         priority = priority_level(priority)
-        keys = (self.keys.queue(queue), self.keys.queues, self.keys.unique(key))
+        where = self.keys.enqueue_keys(queue, priority)
+        keys = (*where, self.keys.unique(key), self.keys.queues)
         args = (
             "" if queue in self._announced else queue,
             priority,

@@ -39,6 +39,15 @@ class RedisKeys:
     def wake(self, name: str) -> str:
         return f"{self.queue(name)}:wake"
 
+    def enqueue_keys(self, name: str, level: int) -> tuple[str, str, str]:
+        """What enqueue.lua writes, declared (KEYS): the level list, ETA zset, wake zset."""
+        return self.level(name, level), self.eta(name), self.wake(name)
+
+    def fetch_keys(self, name: str, levels: int) -> tuple[str, ...]:
+        """What fetch.lua touches of one queue, declared (KEYS): its ETA zset, its wake
+        zset, then each level's list."""
+        return (self.eta(name), self.wake(name), *(self.level(name, lv) for lv in range(levels)))
+
     @property
     def queues(self) -> str:
         """Set of every queue name ever published to."""

@@ -24,14 +24,16 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from ...exceptions import ConfigurationError
+from ..urls import masked
 from .connection import (
     CONNECTION_ERRORS,
     Command,
     Redirected,
     RedisLink,
+    RedisUnavailable,
     Script,
     failover_retry,
     is_redirect,
@@ -103,11 +105,18 @@ def cluster_client(url: str, options: RedisOptions) -> RedisCluster:
     """redis-py's cluster client for ``url``; it follows MOVED/ASK and, after a node
     failed, re-reads the slot map (for up to ``failover_timeout`` seconds of retries)."""
     address = parse_cluster_url(url)
-    client: RedisCluster = RedisCluster(
-        startup_nodes=[_CLUSTER_NODE(host, port) for host, port in address.nodes],
-        retry=failover_retry(max(options.failover_timeout, 1.0)),
-        **_connection_kwargs(address),
-    )
+    try:
+        client: RedisCluster = RedisCluster(
+            startup_nodes=[_CLUSTER_NODE(host, port) for host, port in address.nodes],
+            retry=failover_retry(max(options.failover_timeout, 1.0)),
+            **_connection_kwargs(address),
+        )
+    except (RedisClusterException, redis.RedisError, OSError) as exc:
+        # redis-py reads the slot map at once: no node answered (or refused the login).
+        reason = str(exc).rpartition(": ")[2].rstrip(".") or type(exc).__name__
+        raise RedisUnavailable(
+            f"cannot reach the Redis Cluster at {masked(url)}: {reason}", url=masked(url)
+        ) from exc
     return client
 
 

@@ -119,15 +119,15 @@ class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
-        level = str(priority_level(priority))
+        level = priority_level(priority)
         countdown_ms = -1 if countdown is None else max(0, int(countdown * 1000))
         eta_ms = -1 if eta is None else int(eta * 1000)
-        base = self.keys.queue(queue)
+        where = (*self.keys.enqueue_keys(queue, level), self.keys.queues)
         # The known-queues set needs one SADD per queue and process, not per message.
         announce = "" if queue in self._announced else queue
-        head = (announce, level, countdown_ms, eta_ms)
+        head = (announce, str(level), countdown_ms, eta_ms)
         commands = [
-            ENQUEUE.command((base, self.keys.queues), (*head, *bodies[start : start + _CHUNK]))
+            ENQUEUE.command(where, (*head, *bodies[start : start + _CHUNK]))
             for start in range(0, len(bodies), _CHUNK)
         ]
         if self.options.wait_for_replicas:
@@ -271,7 +271,7 @@ class RedisConsumer(TransportConsumer):
         self.consumer_id = consumer_id
         keys = broker.keys
         self._queues = list(queues)
-        self._bases = [keys.queue(q) for q in queues]
+        self._queue_keys = [keys.fetch_keys(q, PRIORITY_LEVELS) for q in queues]
         self._wake = [keys.wake(q) for q in queues]
         self._inflight = keys.inflight(consumer_id)
         self._fixed_keys = (self._inflight, keys.consumers, keys.redeliveries)
@@ -285,11 +285,11 @@ class RedisConsumer(TransportConsumer):
 
     def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
-        n = len(self._bases)
+        n = len(self._queue_keys)
         # Serve the queues round robin across fetches, as Celery's Redis transport does.
         order = [(self._turn + i) % n for i in range(n)]
         self._turn = (self._turn + 1) % n
-        keys = (*self._fixed_keys, *(self._bases[i] for i in order))
+        keys = (*self._fixed_keys, *(k for i in order for k in self._queue_keys[i]))
         while True:
             args = (self.consumer_id, self._lease_ms, limit, self._last_tag, PRIORITY_LEVELS)
             reply = self._link.script(FETCH, keys, args)

@@ -2,7 +2,9 @@
 -- KEYS[1]  this consumer's in-flight hash   <p>:inflight:<consumer>   tag -> list .. '\n' .. deliveries .. '\n' .. body
 -- KEYS[2]  consumer leases zset             <p>:consumers             member consumer, score lease deadline ms
 -- KEYS[3]  redelivery counts hash           <p>:redeliveries          sha1(body) -> deliveries so far
--- KEYS[4..] queue base keys in the order to serve them (<base>:<level>, <base>:eta, <base>:wake)
+-- KEYS[4..] per queue, in the order to serve them, a group of 2 + levels keys:
+--          <base>:eta, <base>:wake, <base>:0 .. <base>:<levels - 1>
+--          (on a cluster one queue per call, KEYS[1..3] in that queue's slot too)
 -- ARGV[1]  consumer id   ARGV[2] lease ms   ARGV[3] limit   ARGV[4] last tag used   ARGV[5] levels
 -- Returns: { now_ms, next_eta_ms or -1, then per message: tag, queue index (1-based), level, deliveries, body }
 local t = redis.call('TIME')
@@ -12,30 +14,32 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 local limit = tonumber(ARGV[3])
 local tag = tonumber(ARGV[4])
 local levels = tonumber(ARGV[5])
+local group = 2 + levels
 local counted = redis.call('EXISTS', KEYS[3]) == 1
 local out = { now, -1 }
 local got = 0
 local next_eta = -1
 
-for qi = 4, #KEYS do
-  local base = KEYS[qi]
-  local eta_key = base .. ':eta'
+for first_key = 4, #KEYS, group do
+  local qi = (first_key - 4) / group + 1
+  local eta_key = KEYS[first_key]
+  local level_key = first_key + 2  -- KEYS[level_key + level] is that level's list
   -- Due ETA messages go to the front of their level: they are already late.
   local due = redis.call('ZRANGEBYSCORE', eta_key, '-inf', now, 'LIMIT', 0, 500)
   if #due > 0 then
     for _, member in ipairs(due) do
-      redis.call('RPUSH', base .. ':' .. string.sub(member, 1, 1), string.sub(member, 2))
+      redis.call('RPUSH', KEYS[level_key + tonumber(string.sub(member, 1, 1))], string.sub(member, 2))
     end
     redis.call('ZREM', eta_key, unpack(due))
   end
-  local first = redis.call('ZRANGE', eta_key, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local score = tonumber(first[2])
+  local head = redis.call('ZRANGE', eta_key, 0, 0, 'WITHSCORES')
+  if head[2] then
+    local score = tonumber(head[2])
     if next_eta < 0 or score < next_eta then next_eta = score end
   end
   if got < limit then
     for level = 0, levels - 1 do
-      local list = base .. ':' .. level
+      local list = KEYS[level_key + level]
       local popped = redis.call('RPOP', list, limit - got)
       if popped then
         for _, body in ipairs(popped) do
@@ -51,7 +55,7 @@ for qi = 4, #KEYS do
           tag = tag + 1
           redis.call('HSET', KEYS[1], tag, list .. '\n' .. deliveries .. '\n' .. body)
           out[#out + 1] = tag
-          out[#out + 1] = qi - 3
+          out[#out + 1] = qi
           out[#out + 1] = level
           out[#out + 1] = deliveries
           out[#out + 1] = body
@@ -65,6 +69,6 @@ end
 out[2] = next_eta
 -- A full batch means more may be waiting: pass the wake-up on to another consumer.
 if got >= limit then
-  for qi = 4, #KEYS do redis.call('ZADD', KEYS[qi] .. ':wake', 0, 'w') end
+  for first_key = 4, #KEYS, group do redis.call('ZADD', KEYS[first_key + 1], 0, 'w') end
 end
 return out
