@@ -81,6 +81,7 @@ def transport_from_url(url: str, **options: Any) -> Transport:
             url,
             key_prefix=options.get("key_prefix", "conveyor"),
             transport_options=options.get("transport_options"),
+            use_ssl=options.get("use_ssl"),
         )
     if scheme in REDIS_SCHEMES:
         from .redis.transport import RedisTransport
@@ -150,6 +151,7 @@ def coordinator_from_url(url: str, **options: Any) -> Coordinator:
             url,
             key_prefix=options.get("key_prefix", "conveyor"),
             transport_options=options.get("transport_options"),
+            use_ssl=options.get("use_ssl"),
         )
     if scheme in REDIS_SCHEMES:
         from .redis.coordination import RedisCoordinator
@@ -196,6 +198,7 @@ def backend_from_url(url: str, **options: Any) -> ResultBackend:
             key_prefix=options.get("key_prefix", "conveyor"),
             expires=expires,
             transport_options=options.get("transport_options"),
+            use_ssl=options.get("use_ssl"),
         )
     if scheme in REDIS_SCHEMES:
         from .redis.results import RedisBackend

@@ -35,7 +35,7 @@ from ..transport import (
     TransportConsumer,
     priority_level,
 )
-from .connection import load_script, replicated_call
+from .connection import load_script, replicated_call, ssl_options
 from .connection import text as _text
 from .keys import ClusterKeys, RedisKeys, coordination_prefix
 from .slots import ClusterRouter, SlotLink, cluster_client
@@ -88,13 +88,15 @@ class RedisClusterTransport(Transport, LeasedDeliveries, CoordinatingStore):
         *,
         key_prefix: str = "conveyor",
         transport_options: Mapping[str, Any] | None = None,
+        use_ssl: Any = None,
     ) -> None:
         self.url = url
         self.keys = ClusterKeys(key_prefix)
         self.location = f"{url} {key_prefix}"
         self.options = RedisOptions.read(url, transport_options)
-        self.client = cluster_client(url, self.options)
-        self.router = ClusterRouter(self.client, url)
+        tls = ssl_options(use_ssl, "broker_use_ssl")
+        self.client = cluster_client(url, self.options, tls)
+        self.router = ClusterRouter(self.client, url, tls)
         self._scripts = {
             s.name: self.client.register_script(s.source)
             for s in (RELEASE, RECLAIM, RENEW, DEFER)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.cluster import RedisCluster
 
-from .connection import RedisLink
+from .connection import RedisLink, ssl_options
 from .connection import text as _text
 from .coordination import RedisCoordinator
 from .keys import RedisKeys, coordination_prefix
@@ -61,11 +61,17 @@ class RedisClusterCoordinator(RedisCoordinator):
 
     @classmethod
     def from_url(
-        cls, url: str, *, key_prefix: str = "conveyor", transport_options: Any = None
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "conveyor",
+        transport_options: Any = None,
+        use_ssl: Any = None,
     ) -> RedisClusterCoordinator:
         """A coordinator on a cluster of its own (``coordinator_url``)."""
-        client = cluster_client(url, RedisOptions.read(url, transport_options))
-        router = ClusterRouter(client, url)
+        tls = ssl_options(use_ssl, "coordinator_use_ssl")
+        client = cluster_client(url, RedisOptions.read(url, transport_options), tls)
+        router = ClusterRouter(client, url, tls)
         coordinator = cls(url, key_prefix=key_prefix, client=client, router=router)
         coordinator._owns_client = True
         return coordinator

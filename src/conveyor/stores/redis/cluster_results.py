@@ -16,7 +16,7 @@ from typing import Any
 
 from ..results import ChordBody
 from ..transport import ResultWrite
-from .connection import load_script
+from .connection import load_script, ssl_options
 from .keys import ClusterKeys
 from .results import STORE, RedisBackend
 from .slots import cluster_client
@@ -37,6 +37,7 @@ class RedisClusterBackend(RedisBackend):
         key_prefix: str = "conveyor",
         expires: float = 86400.0,
         transport_options: Mapping[str, Any] | None = None,
+        use_ssl: Any = None,
     ) -> None:
         # Not RedisBackend.__init__: a cluster client instead of one connection pool.
         self.url = url
@@ -44,7 +45,9 @@ class RedisClusterBackend(RedisBackend):
         self.location = f"{url} {key_prefix}"
         self.expires = expires
         self.ttl_ms = max(1, int(expires * 1000))
-        self.client = cluster_client(url, RedisOptions.read(url, transport_options))  # type: ignore[assignment]
+        options = RedisOptions.read(url, transport_options)
+        tls = ssl_options(use_ssl, "redis_backend_use_ssl")
+        self.client = cluster_client(url, options, tls)  # type: ignore[assignment]
         self._store = self.client.register_script(STORE.source)
         self._chord_count = self.client.register_script(CHORD_COUNT.source)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -30,6 +30,7 @@ from ...exceptions import ConfigurationError
 from ..urls import masked
 from .connection import (
     CONNECTION_ERRORS,
+    SSL_OPTIONS,
     Command,
     Redirected,
     RedisLink,
@@ -37,6 +38,7 @@ from .connection import (
     Script,
     failover_retry,
     is_redirect,
+    ssl_options,
 )
 from .topology import RedisOptions
 
@@ -87,21 +89,29 @@ def parse_cluster_url(url: str) -> ClusterAddress:
     return ClusterAddress(nodes, username, password, tls, query)
 
 
-def _connection_kwargs(address: ClusterAddress) -> dict[str, Any]:
+def _connection_kwargs(
+    address: ClusterAddress, tls: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Connection options for every node: credentials from the URL; TLS for
+    ``rediss+cluster://`` or when ``tls`` (read by ``ssl_options`` from
+    ``broker_use_ssl``/``redis_backend_use_ssl``) is given, its options from there or
+    from the URL's query (``?ssl_cert_reqs=none``), as redis-py reads ``rediss://``."""
     kwargs: dict[str, Any] = {"socket_keepalive": True, "health_check_interval": 10}
     if address.username:
         kwargs["username"] = address.username
     if address.password is not None:
         kwargs["password"] = address.password
-    if address.tls:
+    if address.tls or tls is not None:
         kwargs["ssl"] = True
-        for name in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if name in address.query:
-                kwargs[name] = address.query[name]
+        from_query = {k: v for k, v in address.query.items() if k in SSL_OPTIONS}
+        kwargs.update(ssl_options(from_query, "the URL") or {} if from_query else {})
+        kwargs.update(tls or {})
     return kwargs
 
 
-def cluster_client(url: str, options: RedisOptions) -> RedisCluster:
+def cluster_client(
+    url: str, options: RedisOptions, tls: Mapping[str, Any] | None = None
+) -> RedisCluster:
     """redis-py's cluster client for ``url``; it follows MOVED/ASK and, after a node
     failed, re-reads the slot map (for up to ``failover_timeout`` seconds of retries)."""
     address = parse_cluster_url(url)
@@ -109,7 +119,7 @@ def cluster_client(url: str, options: RedisOptions) -> RedisCluster:
         client: RedisCluster = RedisCluster(
             startup_nodes=[_CLUSTER_NODE(host, port) for host, port in address.nodes],
             retry=failover_retry(max(options.failover_timeout, 1.0)),
-            **_connection_kwargs(address),
+            **_connection_kwargs(address, tls),
         )
     except (RedisClusterException, redis.RedisError, OSError) as exc:
         # redis-py reads the slot map at once: no node answered (or refused the login).
@@ -123,9 +133,11 @@ def cluster_client(url: str, options: RedisOptions) -> RedisCluster:
 class ClusterRouter:
     """Which node serves a slot now, and one connection pool per node for raw links."""
 
-    def __init__(self, client: RedisCluster, url: str) -> None:
+    def __init__(
+        self, client: RedisCluster, url: str, tls: Mapping[str, Any] | None = None
+    ) -> None:
         self.client = client
-        self._kwargs = _connection_kwargs(parse_cluster_url(url))
+        self._kwargs = _connection_kwargs(parse_cluster_url(url), tls)
         self._pools: dict[str, ConnectionPool] = {}
         self._lock = threading.Lock()
 
