@@ -24,12 +24,18 @@ class NodeProcess:
     """One redis-server (data node or sentinel) of the suite's own, stopped by its PID."""
 
     def __init__(
-        self, directory: Path, port: int, extra: list[str], sentinel_conf: str = ""
+        self,
+        directory: Path,
+        port: int,
+        extra: list[str],
+        sentinel_conf: str = "",
+        client_tls: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.port = port
         self.extra = extra
         self.sentinel_conf = sentinel_conf
+        self.client_tls = client_tls  # ssl_* options when the node speaks TLS only
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -63,6 +69,8 @@ class NodeProcess:
         wait_for(self._pings, 15, what=f"redis-server on port {self.port}")
 
     def client(self) -> redis.Redis:
+        if self.client_tls is not None:
+            return redis.Redis(port=self.port, socket_timeout=5, ssl=True, **self.client_tls)
         return redis.Redis(port=self.port, socket_timeout=5)
 
     def _pings(self) -> bool:
@@ -86,14 +94,20 @@ _DATA_NODE = ["--save", "", "--appendonly", "no"]
 
 
 class RedisClusterNodes:
-    """Three masters with one replica each, on free ports."""
+    """Three masters with one replica each, on free ports. With ``tls_dir`` (holding
+    ca.pem, server.pem/.key and client.pem/.key) every node, the cluster bus and
+    replication speak TLS only, and clients must show a certificate."""
 
-    def __init__(self, directory: Path, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 1, tls_dir: Path | None = None
+    ) -> None:
         self.directory = directory
+        self.tls_dir = tls_dir
         self.nodes: list[NodeProcess] = []
         for i in range(masters * (1 + replicas)):
             port = free_port()
-            extra = [
+            extra = [*self._tls_flags(port)] if tls_dir else []
+            extra += [
                 *_DATA_NODE,
                 "--cluster-enabled", "yes",
                 # The bus port is port + 10000 unless told: a free port of its own.
@@ -103,8 +117,31 @@ class RedisClusterNodes:
                 # A shard that lost its master and replica must not stop the others.
                 "--cluster-require-full-coverage", "no",
             ]  # fmt: skip
-            self.nodes.append(NodeProcess(directory / f"node-{i}", port, extra))
+            self.nodes.append(
+                NodeProcess(directory / f"node-{i}", port, extra, client_tls=self.client_tls())
+            )
         self.replicas = replicas
+
+    def _tls_flags(self, port: int) -> list[str]:
+        assert self.tls_dir is not None
+        d = self.tls_dir
+        return [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-cert-file", str(d / "server.pem"), "--tls-key-file", str(d / "server.key"),
+            "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+
+    def client_tls(self) -> dict[str, str] | None:
+        """ssl_* options of a client that trusts the test CA and shows its certificate."""
+        if self.tls_dir is None:
+            return None
+        d = self.tls_dir
+        return {
+            "ssl_ca_certs": str(d / "ca.pem"),
+            "ssl_certfile": str(d / "client.pem"),
+            "ssl_keyfile": str(d / "client.key"),
+        }
 
     def url(self, scheme: str = "redis+cluster") -> str:
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
@@ -114,8 +151,14 @@ class RedisClusterNodes:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        tls = self.client_tls()
+        cli_tls = (
+            ["--tls", "--cacert", tls["ssl_ca_certs"], "--cert", tls["ssl_certfile"],
+             "--key", tls["ssl_keyfile"]]
+            if tls else []
+        )  # fmt: skip
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses,
+            ["redis-cli", *cli_tls, "--cluster", "create", *addresses,
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip

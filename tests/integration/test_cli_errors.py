@@ -115,8 +115,8 @@ def test_a_worker_with_an_unsupported_result_backend_stops_at_start(tmp_path: Pa
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "Error: unsupported result backend 'rpc://': expected redis://, rediss://, unix://, "
-        "sentinel://, sqlite:///path or memory:// (conveyor has no rpc://, database, Django "
-        "or cache backends)"
+        "sentinel://, redis+cluster://, sqlite:///path or memory:// (conveyor has no rpc://, "
+        "database, Django or cache backends)"
     )
 
 

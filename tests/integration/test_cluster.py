@@ -361,3 +361,45 @@ def test_user_and_password_in_the_url_as_in_redis_urls(
         for node in redis_cluster.nodes:
             if node.alive:
                 node.client().execute_command("ACL", "DELUSER", "app")
+
+
+def test_a_tls_cluster_with_broker_use_ssl(tmp_path: Path) -> None:
+    """rediss+cluster:// to a cluster that speaks TLS only (bus and replication too) and
+    wants client certificates: broker_use_ssl reaches the cluster client and the raw
+    links; a CA it does not know is refused in one line."""
+    from ..certs import issue
+
+    ca = issue("conveyor test CA", ca=True)
+    ca.write(tmp_path, "ca")
+    issue("stranger CA", ca=True).write(tmp_path, "stranger-ca")
+    issue("127.0.0.1", issuer=ca, ip="127.0.0.1").write(tmp_path, "server")
+    issue("client", issuer=ca).write(tmp_path, "client")
+    cluster = RedisClusterNodes(tmp_path / "nodes", replicas=0, tls_dir=tmp_path)
+    try:
+        cluster.start()
+        url = cluster.url("rediss+cluster")
+        tls = cluster.client_tls()
+        transport = transport_from_url(url, use_ssl=tls)
+        backend = backend_from_url(url, use_ssl=tls)
+        try:
+            queues = [f"t{i}" for i in range(6)]
+            for queue in queues:
+                transport.publish(queue, [queue.encode()])
+            consumer = transport.consumer(queues, "c1", 30)
+            got = consumer.fetch(10, timeout=2)
+            while len(got) < len(queues):
+                got += consumer.fetch(10, timeout=2)
+            assert sorted(d.body for d in got) == sorted(q.encode() for q in queues)
+            consumer.close()
+            backend.store("t1", b"meta", final=True)
+            assert backend.wait("t1", timeout=1) == b"meta"
+        finally:
+            transport.close()
+            backend.close()
+        assert tls is not None
+        stranger = {**tls, "ssl_ca_certs": str(tmp_path / "stranger-ca.pem")}
+        refused = r"cannot reach the Redis Cluster at rediss\+cluster://.*certificate"
+        with pytest.raises(BrokerUnavailable, match=refused):
+            transport_from_url(url, use_ssl=stranger)
+    finally:
+        cluster.stop()

@@ -31,9 +31,10 @@ def test_an_unsupported_backend_fails_at_the_first_send(backend: str) -> None:
         add.delay(1, 2)
     message = str(caught.value)
     assert message.startswith("unsupported result backend")
-    assert "expected redis://, rediss://, unix://, sentinel://, sqlite:///path or memory://" in (
-        message
-    )
+    assert (
+        "expected redis://, rediss://, unix://, sentinel://, redis+cluster://, "
+        "sqlite:///path or memory://"
+    ) in message
     assert "pw@" not in message  # passwords stay masked
     app.conf.result_backend = "memory://"
     assert add.delay(1, 2).id  # and it sends once the backend is one conveyor has

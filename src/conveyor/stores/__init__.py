@@ -136,8 +136,7 @@ def _unsupported_backend(url: str) -> str:
     return (
         f"unsupported result backend {masked(url)!r}: expected redis://, rediss://, "
         "unix://, sentinel://, redis+cluster://, sqlite:///path or memory:// (conveyor has "
-        "no rpc://, "
-        "database, Django or cache backends)"
+        "no rpc://, database, Django or cache backends)"
     )
 
 
