@@ -88,9 +88,14 @@ def _make(broker: Transport, coordinator: Coordinator | None) -> Mailbox:
     # By the broker's class, not its URL scheme: redis://, rediss://, unix:// and
     # sentinel:// all make a RedisTransport.
     from .memory.transport import MemoryTransport
+    from .redis.cluster import RedisClusterTransport
     from .redis.transport import RedisTransport
     from .sqlite.transport import SQLiteTransport
 
+    if isinstance(broker, RedisClusterTransport):
+        from .redis.cluster_mailbox import RedisClusterMailbox
+
+        return RedisClusterMailbox(broker)
     if isinstance(broker, RedisTransport):
         from .redis.mailbox import RedisMailbox
 
