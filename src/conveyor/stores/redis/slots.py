@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import ConnectionPool, SSLConnection
+from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
 
 from ...exceptions import ConfigurationError
 from ..urls import masked
@@ -36,6 +36,7 @@ from .connection import (
     RedisLink,
     RedisUnavailable,
     Script,
+    _mapped,
     failover_retry,
     is_redirect,
     ssl_options,
@@ -109,17 +110,44 @@ def _connection_kwargs(
     return kwargs
 
 
+def _mapped_class(url: str, tls: bool) -> type[Any]:
+    """Connections whose errors are RedisUnavailable (a BrokerUnavailable), as on one
+    Redis, so the worker's loop and keeper see the one error class they handle."""
+    return _mapped(SSLConnection if tls else Connection, url, "the Redis Cluster")
+
+
+class _MappedCluster(RedisCluster):
+    """redis-py's cluster client whose commands report a cluster that stays out of reach
+    (after its own retries through a failover) as RedisUnavailable, the one connection
+    error the worker's loop, keeper and the CLI handle."""
+
+    conveyor_url = ""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        parent: Any = super()
+        try:
+            return parent.execute_command(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
+            if isinstance(exc, RedisUnavailable):
+                raise
+            raise RedisUnavailable(
+                f"cannot reach the Redis Cluster at {self.conveyor_url}: {exc}",
+                url=self.conveyor_url,
+            ) from exc
+
+
 def cluster_client(
     url: str, options: RedisOptions, tls: Mapping[str, Any] | None = None
 ) -> RedisCluster:
     """redis-py's cluster client for ``url``; it follows MOVED/ASK and, after a node
     failed, re-reads the slot map (for up to ``failover_timeout`` seconds of retries)."""
     address = parse_cluster_url(url)
+    kwargs = _connection_kwargs(address, tls)
     try:
-        client: RedisCluster = RedisCluster(
+        client: _MappedCluster = _MappedCluster(
             startup_nodes=[_CLUSTER_NODE(host, port) for host, port in address.nodes],
             retry=failover_retry(max(options.failover_timeout, 1.0)),
-            **_connection_kwargs(address, tls),
+            **kwargs,
         )
     except (RedisClusterException, redis.RedisError, OSError) as exc:
         # redis-py reads the slot map at once: no node answered (or refused the login).
@@ -127,6 +155,7 @@ def cluster_client(
         raise RedisUnavailable(
             f"cannot reach the Redis Cluster at {masked(url)}: {reason}", url=masked(url)
         ) from exc
+    client.conveyor_url = masked(url)
     return client
 
 
@@ -137,6 +166,7 @@ class ClusterRouter:
         self, client: RedisCluster, url: str, tls: Mapping[str, Any] | None = None
     ) -> None:
         self.client = client
+        self._url = url
         self._kwargs = _connection_kwargs(parse_cluster_url(url), tls)
         self._pools: dict[str, ConnectionPool] = {}
         self._lock = threading.Lock()
@@ -147,8 +177,7 @@ class ClusterRouter:
             pool = self._pools.get(node.name)
             if pool is None:
                 kwargs = dict(self._kwargs)
-                if kwargs.pop("ssl", False):
-                    kwargs["connection_class"] = SSLConnection
+                kwargs["connection_class"] = _mapped_class(self._url, kwargs.pop("ssl", False))
                 pool = ConnectionPool(host=node.host, port=node.port, **kwargs)
                 self._pools[node.name] = pool
             return pool
