@@ -67,13 +67,15 @@ def _beside_coordinator(coordinator: Coordinator | None) -> EventLog | None:
 
 def _make(transport: Transport, coordinator: Coordinator | None) -> EventLog:
     from .memory.transport import MemoryTransport
+    from .redis.cluster import RedisClusterTransport
     from .redis.transport import RedisTransport
     from .sqlite.transport import SQLiteTransport
 
-    if isinstance(transport, RedisTransport):
+    if isinstance(transport, RedisTransport | RedisClusterTransport):
         from .redis.eventlog import RedisEventLog
 
-        return RedisEventLog(transport)
+        # One stream key: on a cluster it lives in its own slot, same commands.
+        return RedisEventLog(transport)  # type: ignore[arg-type]
     if isinstance(transport, SQLiteTransport):
         from .sqlite.eventlog import SQLiteEventLog
 
