@@ -120,8 +120,13 @@ def test_a_worker_with_an_unsupported_result_backend_stops_at_start(tmp_path: Pa
     )
 
 
-def test_call_with_arguments_that_do_not_fit_is_one_line(redis_url: str) -> None:
-    done = run_cli(redis_url, "-A", "tests.apps.basic", "call", "tests.apps.basic.add")
+def test_call_with_a_message_over_the_size_limit_is_one_line(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_MAX_MESSAGE_SIZE", "200")
+    done = run_cli(redis_url, "-A", "tests.apps.hostile", "call", "tests.apps.hostile.echo",
+                   "--args", json.dumps(["x" * 500]))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "'x' and 'y'" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert "over broker_max_message_size (200)" in lines[0]
