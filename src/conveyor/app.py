@@ -418,7 +418,7 @@ class Conveyor:
         """Send a task by name, without importing its code."""
         task = self.tasks.get(name)
         if task is None:
-            task = AnyTask(_not_here(name), self, name)
+            task = AnyTask(missing_task_body(name), self, name)
         elif task.typing:
             # By name, as Celery's send_task: no argument check here (the worker that
             # runs it refuses a call that does not fit, with a reason).
@@ -540,7 +540,7 @@ class Conveyor:
         return f"<Conveyor {self.main}>"
 
 
-def _not_here(name: str) -> Callable[..., Any]:
+def missing_task_body(name: str) -> Callable[..., Any]:
     def missing(*args: Any, **kwargs: Any) -> Any:
         raise NotRegistered(f"task {name!r} is not registered in this process")
 

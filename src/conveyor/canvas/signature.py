@@ -120,10 +120,10 @@ class Signature(Generic[R]):
             app = self.app
             found = app.tasks.get(self.task)
             if found is None:
-                from ..app import _not_here
+                from ..app import missing_task_body
                 from ..task import Task
 
-                found = Task(_not_here(self.task), app, self.task)
+                found = Task(missing_task_body(self.task), app, self.task)
             self._type = found
         return self._type
 

@@ -8,7 +8,6 @@ demo itself dies without cleaning up.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,10 +20,10 @@ from typing import IO
 
 from ..app import Conveyor
 from ..worker.identity import expand_hostname
+from ..worker.orphans import die_with_parent
 
 __all__ = ["WorkerFailed", "WorkerNode", "WorkerSpec", "stop_all", "wait_ready"]
 
-_PR_SET_PDEATHSIG = 1
 
 
 class WorkerFailed(RuntimeError):
@@ -78,7 +77,7 @@ class WorkerNode:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # safe: the demo starts no thread before this
+            preexec_fn=_die_with_parent_by_sigterm,  # safe: the demo starts no thread before this
         )
 
     def check(self) -> None:
@@ -146,10 +145,6 @@ def _signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def _die_with_parent_by_sigterm() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: SIGTERM this worker if the demo dies without stopping it (kill -9)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGTERM)

@@ -36,6 +36,7 @@ from ..events import (
     TaskStarted,
     TaskSucceeded,
 )
+from ..worker.orphans import die_with_parent
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -250,7 +251,7 @@ def serve_in_child(server: Any) -> int:
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
         try:
-            _die_with_parent()
+            die_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.set_wakeup_fd(-1)
@@ -261,14 +262,3 @@ def serve_in_child(server: Any) -> int:
             os._exit(code)
     server.socket.close()
     return pid
-
-
-def _die_with_parent() -> None:  # pragma: no cover - in the child
-    import contextlib
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        os._exit(1)

@@ -166,21 +166,21 @@ class ResultBackend(ABC):
     def forget(self, task_id: str) -> None: ...
 
     # chords: the join is the backend's, atomic, never polled (docs/architecture.md) -----
+    @abstractmethod
     def chord_start(self, spec: ChordSpec) -> None:
         """Record a chord before its header tasks are sent (again: harmless)."""
-        raise NotImplementedError(f"{type(self).__name__} does not support chords")
 
+    @abstractmethod
     def chord_part(self, chord_id: str, write: ResultWrite) -> ChordBody | None:
         """Store a header task's final state and count it toward its chord, in one
         atomic step, counting each task id once however often it is stored (retries,
         redeliveries). Returns the body message when this step completed the chord and
         the caller must send it; None when the chord is not complete, was completed
         before, or the backend queued the body itself (``spec.enqueue``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not support chords")
 
+    @abstractmethod
     def chord_members(self, chord_id: str) -> list[str] | None:
         """The header task ids of a recorded chord, in order (None: unknown)."""
-        raise NotImplementedError(f"{type(self).__name__} does not support chords")
 
     @abstractmethod
     def close(self) -> None: ...

@@ -93,8 +93,6 @@ class AdmissionGate:
         self._refresh_at = now + REFRESH_SECONDS
         try:
             self._overrides = {n: parse_rate(r) for n, r in self.coordinator.rate_limits().items()}
-        except NotImplementedError:
-            self._overrides = {}
         except (*TRANSIENT, ValueError) as exc:
             logger.debug("could not read run-time rate limits: %s", exc)
         tasks = self.app.tasks

@@ -52,10 +52,10 @@ class EmbeddedBeat:
 
     def _child_main(self) -> int:  # pragma: no cover - in the child
         from ..beat.service import Beat
-        from .supervisor import _die_with_parent
+        from .orphans import die_with_parent
 
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the worker's handler
-        _die_with_parent()
+        die_with_parent()
         signal.set_wakeup_fd(-1)  # the supervisor's wake-up pipe is not ours
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker coordinates Ctrl-C

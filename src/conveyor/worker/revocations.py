@@ -24,10 +24,7 @@ class RevocationCache:
 
     def refresh(self, log: RevocationLog) -> bool:
         """Re-read the revocations if they changed; True when they did."""
-        try:
-            fresh = log.revocations(self.version)
-        except NotImplementedError:
-            return False
+        fresh = log.revocations(self.version)
         if fresh is None:
             return False
         self.version = fresh.version

@@ -23,7 +23,6 @@ killing that child.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -46,6 +45,7 @@ from .beat import EmbeddedBeat
 from .identity import consumer_id
 from .keeper import LeaseKeeper
 from .loop import TRANSIENT, ConsumeLoop, FetchInterrupted
+from .orphans import die_with_parent
 from .pool import Pool, RunningAttempt
 from .revocations import RevocationCache
 from .slots import Slot, Slots, SlotTracker
@@ -59,7 +59,6 @@ __all__ = ["Supervisor"]
 
 logger = logging.getLogger("conveyor.worker")
 
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(slots=True)
@@ -180,7 +179,7 @@ class Supervisor(Pool):
         self.children[pid] = Child(index, pid, cid, time.monotonic())
 
     def _child_main(self, index: int, cid: str) -> int:  # pragma: no cover - in the child
-        _die_with_parent()
+        die_with_parent()
         self.worker.observer.in_child(index)
         signal.set_wakeup_fd(-1)
         for fd in (self.wake_r, self.wake_w, self.ready_r):
@@ -447,18 +446,6 @@ class Supervisor(Pool):
             self.beat.stop()
         self.worker.retire()
         return 0
-
-
-def _die_with_parent() -> None:  # pragma: no cover - Linux only, in the child
-    """Ask Linux to SIGKILL this child if the supervisor dies, so no orphan keeps
-    running tasks whose leases nobody renews."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
-        os._exit(1)
 
 
 def _signal(pid: int, signum: int) -> None:
