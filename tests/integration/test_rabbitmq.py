@@ -184,7 +184,7 @@ def test_quorum_queues_count_deliveries_and_dead_letter_past_the_limit(amqp_url:
         pytest.param(
             False,
             id="stop",
-            # A KNOWN DEFECT, kept visible: in about one run in five a graceful node stop
+            # A KNOWN DEFECT, kept visible: intermittently (twice in our runs) a graceful node stop
             # loses one confirmed message (neither consumed nor in the queue afterwards).
             # Not yet explained; issue 15 stays open until it is. Reported as XFAIL/XPASS.
             marks=pytest.mark.xfail(
