@@ -194,7 +194,7 @@ def publish_many(
     """Publish ``(task, args)`` calls in one bulk send (in this order, on one queue),
     optionally held ``countdown`` seconds in the broker; returns the task ids."""
     app = calls[0][0].app
-    envelopes = [task._envelope(args, None) for task, args in calls]
+    envelopes = [task.app.producer.envelope(task, args, None) for task, args in calls]
     bodies = [encode_envelope(e, "json") for e in envelopes]
     app.broker.publish(queue or app.conf.task_default_queue, bodies, countdown=countdown)
     return [e.id for e in envelopes]

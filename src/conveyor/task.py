@@ -376,39 +376,6 @@ class Task(Generic[P, R]):
         envelopes = producer.bulk(self, calls, queue=queue, priority=priority)
         return [AsyncResult(e.id, app, self.name) for e in envelopes]
 
-    def _envelope(
-        self,
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-        *,
-        task_id: str | None = None,
-        expires: datetime | float | None = None,
-        priority: int | None = None,
-        headers: Mapping[str, Any] | None = None,
-        ignore_result: bool | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        link: Any = None,
-        link_error: Any = None,
-        workflow: Mapping[str, Any] | None = None,
-    ) -> Envelope:
-        """A new call of this task, not sent (see :meth:`Producer.envelope`)."""
-        return self.app.producer.envelope(
-            self,
-            args,
-            kwargs,
-            task_id=task_id,
-            expires=expires,
-            priority=priority,
-            headers=headers,
-            ignore_result=ignore_result,
-            time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
-            link=link,
-            link_error=link_error,
-            workflow=workflow,
-        )
-
     # eager -------------------------------------------------------------------------
     def _run_with_autoretry(self, request: Context) -> R:
         """Run the body; an exception listed in ``autoretry_for`` becomes a retry."""
