@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "worker_task_log_format": None,
     "worker_send_task_events": False,
     "event_stream_max_len": 100_000,  # conveyor: events the store keeps (-E)
+    # the dashboard: tasks its history keeps; hide argument values (True, or kwarg names)
+    "dashboard_max_tasks": 1_000_000,
+    "dashboard_mask_args": False,
     "worker_shutdown_timeout": 30.0,
     "worker_lease_seconds": 10.0,
     "worker_prefetch_release_seconds": 1.0,

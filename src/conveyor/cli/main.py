@@ -83,7 +83,18 @@ def cli(
 
 
 def _register_commands() -> None:
-    from . import beat, commands, control, demo, events, exporter, inspect, operations, worker
+    from . import (
+        beat,
+        commands,
+        control,
+        dashboard,
+        demo,
+        events,
+        exporter,
+        inspect,
+        operations,
+        worker,
+    )
 
     cli.add_command(worker.worker)
     cli.add_command(inspect.inspect)
@@ -92,6 +103,8 @@ def _register_commands() -> None:
     cli.add_command(events.events)
     cli.add_command(beat.beat)
     cli.add_command(demo.demo)
+    cli.add_command(dashboard.dashboard)
+    cli.add_command(dashboard.flower)
     for command in (*commands.COMMANDS, *operations.COMMANDS):
         cli.add_command(command)
 

@@ -1,0 +1,503 @@
+"""The dashboard's task history: the store's event stream folded into an SQLite index.
+
+The event stream (stores/eventlog.py) is a log: good for "what happened next", useless
+for "the failed ``emails.send`` tasks of yesterday, page 40". So the dashboard reads
+the stream and folds each event into a row per task, in a file of its own, with the
+indexes the pages need. Paging is by keyset (``seq < last seen``, newest first), so
+page 40,000 costs what page 1 costs (flower#550: Flower keeps everything in memory and
+pages by offset). The order is ``(seen, seq)``: when the task was first seen by its
+events' own clock, since the stream holds each process's batch in the order it was
+flushed, not the order things happened.
+
+Durable: the file keeps the rows and the id of the last event folded, so a restarted
+dashboard goes on where it stopped, and catches up on what workers stored meanwhile
+(as far back as the stream keeps, ``event_stream_max_len``). Bounded: the oldest tasks
+beyond ``dashboard_max_tasks`` are deleted with their events.
+
+Times are epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BUCKET_SECONDS", "History", "TaskFilter", "TaskRow", "fold_state"]
+
+BUCKET_SECONDS = 10  # the width of one bar in the overview's charts
+_TRIM_EVERY = 5_000  # tasks added between retention trims
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq       INTEGER PRIMARY KEY,   -- order folded in: breaks ties of seen
+    id        TEXT NOT NULL UNIQUE,
+    name      TEXT,
+    state     TEXT NOT NULL,
+    state_at  REAL NOT NULL,         -- timestamp of the event that set state
+    seen      REAL NOT NULL,         -- earliest event's timestamp: listings' order
+    queue     TEXT,
+    worker    TEXT,
+    args      TEXT,
+    kwargs    TEXT,
+    result    TEXT,
+    exception TEXT,
+    traceback TEXT,
+    received  REAL,
+    started   REAL,
+    finished  REAL,
+    runtime   REAL,
+    retries   INTEGER NOT NULL DEFAULT 0,
+    eta       REAL,
+    root_id   TEXT,
+    parent_id TEXT
+);
+-- Listings are newest first by (seen, seq); every index ends in seq (the rowid).
+CREATE INDEX IF NOT EXISTS tasks_seen ON tasks (seen);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, seen);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, seen);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (queue, seen);
+CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (worker, seen);
+CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_root ON tasks (root_id) WHERE root_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS task_events (
+    seq      INTEGER PRIMARY KEY,
+    task_seq INTEGER NOT NULL,       -- tasks.seq: trimmed with its task
+    type     TEXT NOT NULL,
+    at       REAL NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_events_task ON task_events (task_seq);
+-- Counts per state and per chart bucket, kept as events are folded, so the overview
+-- never counts a million rows.
+CREATE TABLE IF NOT EXISTS state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (
+    bucket      INTEGER PRIMARY KEY,  -- floor(finished / BUCKET_SECONDS)
+    succeeded   INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    runtime_sum REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS workers (
+    hostname  TEXT PRIMARY KEY,
+    info      TEXT NOT NULL,
+    last      REAL NOT NULL,
+    online    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# An event's type, and the state it puts its task in (Celery's state names).
+STATES = {
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+    "task-revoked": "REVOKED",
+    "task-rejected": "REJECTED",
+}
+FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
+_COLUMNS = (
+    "seq, id, name, state, state_at, seen, queue, worker, args, kwargs, result, exception,"
+    " traceback, received, started, finished, runtime, retries, eta, root_id, parent_id"
+)
+
+
+@dataclass(slots=True)
+class TaskRow:
+    seq: int
+    id: str
+    name: str | None
+    state: str
+    state_at: float
+    seen: float
+    queue: str | None
+    worker: str | None
+    args: str | None
+    kwargs: str | None
+    result: str | None
+    exception: str | None
+    traceback: str | None
+    received: float | None
+    started: float | None
+    finished: float | None
+    runtime: float | None
+    retries: int
+    eta: float | None
+    root_id: str | None
+    parent_id: str | None
+
+
+@dataclass(slots=True)
+class TaskFilter:
+    """What the task list shows: every field optional; ``search`` matches an id prefix
+    or a substring of the arguments."""
+
+    state: str | None = None
+    name: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    since: float | None = None
+    search: str | None = None
+    search_args: bool = True
+
+
+def fold_state(current: str | None, current_at: float, new: str, at: float) -> bool:
+    """Does an event of state ``new`` at ``at`` replace ``current``? Events of one task
+    can reach the stream out of order (two processes flush their batches separately),
+    so the later timestamp wins; at the same instant a final state beats a running one."""
+    if current is None:
+        return True
+    if at != current_at:
+        return at > current_at
+    return new in FINAL or current not in FINAL
+
+
+class History:
+    def __init__(self, path: Path, max_tasks: int) -> None:
+        self.path = path
+        self.max_tasks = max(1, int(max_tasks))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._since_trim = 0
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections stay in their thread)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    # --- writing: the follower thread --------------------------------------------------
+    def cursor(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        return None if row is None else str(row[0])
+
+    def fold(self, batch: Sequence[tuple[str, bytes]]) -> int:
+        """Fold a batch read from the event stream in one transaction (with the cursor,
+        so a crash between the two never folds an event twice); returns tasks added."""
+        if not batch:
+            return 0
+        db = self.db
+        added = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for _, body in batch:
+                try:
+                    event = json.loads(body)
+                except ValueError:
+                    continue  # not ours to judge: `conveyor events` shows it as it is
+                if isinstance(event, dict):
+                    added += self._fold_one(db, event)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('cursor', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (batch[-1][0],),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._since_trim += added
+        if self._since_trim >= _TRIM_EVERY:
+            self._since_trim = 0
+            self.trim()
+        return added
+
+    def _fold_one(self, db: sqlite3.Connection, event: dict[str, Any]) -> int:
+        kind = str(event.get("type", ""))
+        if kind.startswith("worker-"):
+            self._fold_worker(db, kind, event)
+            return 0
+        state = STATES.get(kind)
+        task_id = event.get("uuid")
+        if state is None or not isinstance(task_id, str):
+            return 0
+        at = float(event.get("timestamp") or time.time())
+        row = db.execute(
+            "SELECT seq, state, state_at, seen FROM tasks WHERE id = ?", (task_id,)
+        )
+        found = row.fetchone()
+        added = 0
+        if found is None:
+            cursor = db.execute(
+                "INSERT INTO tasks (id, name, state, state_at, seen) VALUES (?, ?, ?, ?, ?)",
+                (task_id, event.get("name"), state, at, at),
+            )
+            seq, current, current_at = int(cursor.lastrowid or 0), None, 0.0
+            added = 1
+        else:
+            seq, current, current_at = int(found[0]), str(found[1]), float(found[2])
+            if at < float(found[3]):
+                db.execute("UPDATE tasks SET seen = ? WHERE seq = ?", (at, seq))
+        if fold_state(current, current_at, state, at):
+            db.execute(
+                "UPDATE tasks SET state = ?, state_at = ? WHERE seq = ?", (state, at, seq)
+            )
+            if current is not None:
+                db.execute("UPDATE state_counts SET n = n - 1 WHERE state = ?", (current,))
+            db.execute(
+                "INSERT INTO state_counts (state, n) VALUES (?, 1) "
+                "ON CONFLICT (state) DO UPDATE SET n = n + 1",
+                (state,),
+            )
+        self._fold_fields(db, seq, kind, event, at)
+        db.execute(
+            "INSERT INTO task_events (task_seq, type, at, body) VALUES (?, ?, ?, ?)",
+            (seq, kind, at, json.dumps(event, default=repr)),
+        )
+        return added
+
+    def _fold_fields(
+        self, db: sqlite3.Connection, seq: int, kind: str, event: dict[str, Any], at: float
+    ) -> None:
+        """The columns each kind of event carries."""
+        changes: dict[str, Any] = {}
+        if event.get("name"):
+            changes["name"] = event["name"]
+        if event.get("hostname"):
+            changes["worker"] = event["hostname"]
+        if kind == "task-received":
+            changes.update(
+                received=at,
+                args=_text(event.get("args")),
+                kwargs=_text(event.get("kwargs")),
+                retries=int(event.get("retries") or 0),
+                eta=event.get("eta"),
+                root_id=event.get("root_id"),
+                parent_id=event.get("parent_id"),
+            )
+            if event.get("queue"):
+                changes["queue"] = event["queue"]
+        elif kind == "task-started":
+            changes["started"] = at
+        elif kind == "task-succeeded":
+            changes.update(
+                finished=at,
+                runtime=event.get("runtime"),
+                result=_text(event.get("result")),
+            )
+            self._count_bucket(db, at, "succeeded", event.get("runtime"))
+        elif kind in ("task-failed", "task-retried", "task-revoked", "task-rejected"):
+            changes["exception"] = str(
+                event.get("exception") or event.get("reason") or kind[len("task-") :]
+            )
+            if event.get("traceback"):
+                changes["traceback"] = str(event["traceback"])
+            if kind == "task-failed":
+                changes.update(finished=at, runtime=event.get("runtime"))
+                self._count_bucket(db, at, "failed", event.get("runtime"))
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        db.execute(f"UPDATE tasks SET {columns} WHERE seq = ?", (*changes.values(), seq))
+
+    def _count_bucket(
+        self, db: sqlite3.Connection, at: float, column: str, runtime: Any
+    ) -> None:
+        spent = float(runtime) if isinstance(runtime, int | float) else 0.0
+        db.execute(
+            f"INSERT INTO buckets (bucket, {column}, runtime_sum) VALUES (?, 1, ?) "
+            f"ON CONFLICT (bucket) DO UPDATE SET {column} = {column} + 1, "
+            "runtime_sum = runtime_sum + excluded.runtime_sum",
+            (int(at // BUCKET_SECONDS), spent),
+        )
+
+    def _fold_worker(self, db: sqlite3.Connection, kind: str, event: dict[str, Any]) -> None:
+        hostname = event.get("hostname")
+        if not isinstance(hostname, str):
+            return
+        info = event.get("info") if isinstance(event.get("info"), dict) else {}
+        db.execute(
+            "INSERT INTO workers (hostname, info, last, online) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (hostname) DO UPDATE SET info = excluded.info, "
+            "last = max(last, excluded.last), online = excluded.online",
+            (
+                hostname,
+                json.dumps(info, default=repr),
+                float(event.get("timestamp") or 0.0),
+                0 if kind == "worker-offline" else 1,
+            ),
+        )
+
+    def trim(self) -> int:
+        """Delete the oldest tasks beyond ``max_tasks`` with their events; returns how
+        many tasks went."""
+        db = self.db
+        top = db.execute("SELECT max(seq) FROM tasks").fetchone()[0]
+        if top is None:
+            return 0
+        cutoff = int(top) - self.max_tasks
+        if cutoff <= 0:
+            return 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = db.execute(
+                "SELECT state, count(*) FROM tasks WHERE seq <= ? GROUP BY state", (cutoff,)
+            ).fetchall()
+            for state, n in gone:
+                db.execute("UPDATE state_counts SET n = n - ? WHERE state = ?", (n, state))
+            deleted = db.execute("DELETE FROM tasks WHERE seq <= ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM task_events WHERE task_seq <= ?", (cutoff,))
+            oldest = db.execute("SELECT min(finished) FROM tasks").fetchone()[0]
+            if oldest is not None:
+                db.execute(
+                    "DELETE FROM buckets WHERE bucket < ?", (int(oldest // BUCKET_SECONDS),)
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(deleted)
+
+    # --- reading: the pages ---------------------------------------------------------------
+    def tasks(
+        self, where: TaskFilter, before: tuple[float, int] | None = None, limit: int = 50
+    ) -> list[TaskRow]:
+        """Newest first; ``before`` is ``(seen, seq)`` of the last row of the previous
+        page (a keyset: any page costs what the first does)."""
+        clauses, params = self._clauses(where)
+        if before is not None:
+            clauses.append("(seen, seq) < (?, ?)")
+            params.extend(before)
+        sql = f"SELECT {_COLUMNS} FROM tasks"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seen DESC, seq DESC LIMIT ?"
+        params.append(limit)
+        return [TaskRow(*row) for row in self.db.execute(sql, params)]
+
+    def _clauses(self, where: TaskFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("state", "name", "queue", "worker"):
+            value = getattr(where, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if where.since is not None:
+            clauses.append("seen >= ?")
+            params.append(where.since)
+        if where.search:
+            term = where.search.strip()
+            if where.search_args:
+                clauses.append("(id LIKE ? ESCAPE '\\' OR args LIKE ? ESCAPE '\\' "
+                               "OR kwargs LIKE ? ESCAPE '\\')")
+                pattern = "%" + _escape_like(term) + "%"
+                params.extend([_escape_like(term) + "%", pattern, pattern])
+            else:
+                clauses.append("id LIKE ? ESCAPE '\\'")
+                params.append(_escape_like(term) + "%")
+        return clauses, params
+
+    def task(self, task_id: str) -> TaskRow | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        found = row.fetchone()
+        return None if found is None else TaskRow(*found)
+
+    def timeline(self, seq: int) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT body FROM task_events WHERE task_seq = ? ORDER BY at, seq", (seq,)
+        )
+        return [json.loads(body) for (body,) in rows]
+
+    def children(self, task_id: str, limit: int = 200) -> list[TaskRow]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE parent_id = ? ORDER BY seq LIMIT ?",
+            (task_id, limit),
+        )
+        return [TaskRow(*row) for row in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        return {
+            str(state): int(n)
+            for state, n in self.db.execute("SELECT state, n FROM state_counts WHERE n > 0")
+        }
+
+    def buckets(self, since: float) -> list[tuple[int, int, int, float]]:
+        """``(bucket, succeeded, failed, runtime_sum)`` from ``since`` on, oldest first."""
+        rows = self.db.execute(
+            "SELECT bucket, succeeded, failed, runtime_sum FROM buckets "
+            "WHERE bucket >= ? ORDER BY bucket",
+            (int(since // BUCKET_SECONDS),),
+        )
+        return [(int(b), int(s), int(f), float(r)) for b, s, f, r in rows]
+
+    def distinct(self, column: str, limit: int = 200) -> list[str]:
+        """Known values of name, queue or worker, for the filter menus (a skip scan of
+        the column's index: fast with many rows and few distinct values)."""
+        if column not in ("name", "queue", "worker"):
+            raise ValueError(f"no filter on {column!r}")
+        values: list[str] = []
+        last = ""
+        while len(values) < limit:
+            row = self.db.execute(
+                f"SELECT {column} FROM tasks WHERE {column} > ? ORDER BY {column} LIMIT 1",
+                (last,),
+            ).fetchone()
+            if row is None:
+                break
+            last = str(row[0])
+            values.append(last)
+        return values
+
+    def received_since(self, since: float) -> dict[str, int]:
+        """Tasks first seen since ``since``, per queue (the queues' rate out)."""
+        rows = self.db.execute(
+            "SELECT queue, count(*) FROM tasks WHERE seen >= ? GROUP BY queue", (since,)
+        )
+        return {str(queue): int(n) for queue, n in rows if queue is not None}
+
+    def workers(self) -> list[tuple[str, dict[str, Any], float, bool]]:
+        rows = self.db.execute("SELECT hostname, info, last, online FROM workers ORDER BY hostname")
+        return [(str(h), json.loads(i), float(last), bool(on)) for h, i, last, on in rows]
+
+    def running_on(self, hostname: str, limit: int = 100) -> list[TaskRow]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE worker = ? AND state = 'STARTED' "
+            "ORDER BY seq DESC LIMIT ?",
+            (hostname, limit),
+        )
+        return [TaskRow(*row) for row in rows]
+
+    def insert_many_for_bench(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Fill the history fast, for bench/ (``(id, name, state, at, queue, worker,
+        args)`` tuples), bypassing the fold."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO tasks (id, name, state, state_at, seen, queue, worker, args, kwargs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+            ((i, n, s, at, at, q, w, a) for i, n, s, at, q, w, a in rows),
+        )
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _text(value: Any) -> str | None:
+    """Events carry arguments and results as reprs (cut at 1024 characters, as Celery's
+    ``argsrepr``); kept as they came."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=repr)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,373 @@
+"""The dashboard's pages: what each shows, read from the history, the broker and the
+workers. Handlers are plain functions: starlette runs them in its thread pool, so the
+blocking store clients never hold up the event loop."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .history import BUCKET_SECONDS, FINAL, STATES, TaskFilter, TaskRow
+from .present import bars_chart, line_chart
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["routes"]
+
+PAGE_SIZE = 50
+CHART_BUCKETS = 60  # ten minutes of 10 s bars
+SINCE_CHOICES = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+INSPECT_TIMEOUT = 0.5
+
+
+def routes(board: Dashboard) -> list[Route]:
+    def page(handler: Callable[[Dashboard, Request], Response]) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            return handler(board, request)
+
+        return endpoint
+
+    return [
+        Route("/", page(overview), name="overview"),
+        Route("/tasks", page(tasks), name="tasks"),
+        Route("/tasks/{task_id}", page(task), name="task"),
+        Route("/workers", page(workers), name="workers"),
+        Route("/queues", page(queues), name="queues"),
+        Route("/beat", page(beat), name="beat"),
+        Route("/dead", page(dead_letters), name="dead"),
+    ]
+
+
+# --- the summary on every page ------------------------------------------------------------
+def summary(board: Dashboard) -> dict[str, Any]:
+    counts = board.history.state_counts()
+    try:
+        queue_stats = board.app.broker.queues()
+        alive = board.app.coordinator.workers()
+    except Exception:  # shown as the store error banner instead
+        queue_stats, alive = [], []
+    return {
+        "processed": counts.get("SUCCESS", 0),
+        "failed": counts.get("FAILURE", 0),
+        "running": counts.get("STARTED", 0),
+        "retrying": counts.get("RETRY", 0),
+        "enqueued": sum(q.ready for q in queue_stats),
+        "scheduled": sum(q.scheduled for q in queue_stats),
+        "workers": len(alive),
+        "queue_stats": queue_stats,
+        "alive": alive,
+        "counts": counts,
+    }
+
+
+def overview(board: Dashboard, request: Request) -> Response:
+    now = time.time()
+    first = int(now // BUCKET_SECONDS) - CHART_BUCKETS + 1
+    known = {b: (s, f, r) for b, s, f, r in board.history.buckets(first * BUCKET_SECONDS)}
+    starts = list(range(first, first + CHART_BUCKETS))
+    succeeded = [known.get(b, (0, 0, 0.0))[0] / BUCKET_SECONDS for b in starts]
+    failed = [known.get(b, (0, 0, 0.0))[1] / BUCKET_SECONDS for b in starts]
+    latency: list[float | None] = []
+    for b in starts:
+        s, f, spent = known.get(b, (0, 0, 0.0))
+        latency.append(spent / (s + f) if s + f else None)
+    top = summary(board)
+    charts = {
+        "throughput": bars_chart(
+            starts, [("succeeded", "ok", succeeded), ("failed", "bad", failed)], "/s"
+        ),
+        "failures": bars_chart(starts, [("failed", "bad", failed)], "/s"),
+        "latency": line_chart(starts, latency, "s"),
+    }
+    window = sum(succeeded) + sum(failed)
+    return board.render(
+        request,
+        "overview.html",
+        {
+            "page": "overview",
+            "top": top,
+            "charts": charts,
+            "rate_now": (sum(succeeded[-6:]) + sum(failed[-6:])) / 6,
+            "window_total": window * BUCKET_SECONDS,
+            "queue_rows": _queue_rows(board, top),
+            "worker_rows": _worker_rows(board, top, with_stats=False),
+            "recent_failures": board.history.tasks(TaskFilter(state="FAILURE"), limit=5),
+        },
+    )
+
+
+def tasks(board: Dashboard, request: Request) -> Response:
+    query = request.query_params
+    since_key = query.get("since") or ""
+    where = TaskFilter(
+        state=query.get("state") or None,
+        name=query.get("name") or None,
+        queue=query.get("queue") or None,
+        worker=query.get("worker") or None,
+        since=time.time() - SINCE_CHOICES[since_key] if since_key in SINCE_CHOICES else None,
+        search=query.get("q") or None,
+        search_args=not board.masking.hides_anything,  # a masked value is not for probing
+    )
+    before = _keyset(query.get("before"))
+    started = time.perf_counter()
+    rows = board.history.tasks(where, before=before, limit=PAGE_SIZE + 1)
+    took = time.perf_counter() - started
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if where.search and not rows and before is None:
+        exact = board.history.task(where.search.strip())
+        rows = [exact] if exact else []
+    kept = {k: v for k, v in query.items() if k != "before" and v}
+    return board.render(
+        request,
+        "tasks.html",
+        {
+            "page": "tasks",
+            "top": summary(board),
+            "rows": rows,
+            "calls": {row.id: board.masking.call(row.args, row.kwargs) for row in rows},
+            "filters": kept,
+            "states": sorted(set(STATES.values())),
+            "names": board.history.distinct("name"),
+            "queue_names": board.history.distinct("queue"),
+            "worker_names": board.history.distinct("worker"),
+            "since_choices": list(SINCE_CHOICES),
+            "older": _older(kept, rows[-1]) if more and rows else None,
+            "paged": before is not None,
+            "took_ms": took * 1000,
+        },
+    )
+
+
+def task(board: Dashboard, request: Request) -> Response:
+    task_id = request.path_params["task_id"]
+    row = board.history.task(task_id)
+    stored = _stored_result(board, task_id)
+    if row is None and stored is None:
+        raise HTTPException(404, f"no task {task_id!r} in the history or the result backend")
+    timeline = board.history.timeline(row.seq) if row else []
+    first = timeline[0]["timestamp"] if timeline else None
+    parent = board.history.task(row.parent_id) if row and row.parent_id else None
+    root = None
+    if row and row.root_id and row.root_id not in (row.id, row.parent_id):
+        root = board.history.task(row.root_id)
+    return board.render(
+        request,
+        "task.html",
+        {
+            "page": "tasks",
+            "top": summary(board),
+            "task_id": task_id,
+            "row": row,
+            "stored": stored,
+            "args": board.masking.args(row.args) if row else "",
+            "kwargs": board.masking.kwargs(row.kwargs) if row else "",
+            "timeline": timeline,
+            "first": first,
+            "parent": parent,
+            "root": root,
+            "children": board.history.children(task_id),
+            "final": row is not None and row.state in FINAL,
+            "retryable": row is not None and row.state in ("FAILURE", "REVOKED", "REJECTED"),
+        },
+    )
+
+
+def _stored_result(board: Dashboard, task_id: str) -> dict[str, Any] | None:
+    from ..stores.results import decode_meta
+
+    try:
+        raw = board.app.backend.get(task_id)
+    except Exception:
+        return None
+    if raw is None:
+        return None
+    meta = decode_meta(raw)
+    return {
+        "status": meta.status,
+        "result": json.dumps(meta.result, default=repr, ensure_ascii=False),
+        "traceback": meta.traceback,
+        "date_done": meta.date_done,
+        "children": meta.children or [],
+    }
+
+
+def workers(board: Dashboard, request: Request) -> Response:
+    top = summary(board)
+    return board.render(
+        request,
+        "workers.html",
+        {
+            "page": "workers",
+            "top": top,
+            "worker_rows": _worker_rows(board, top, with_stats=True),
+            "task_names": sorted(n for n in board.app.tasks if not n.startswith("celery.")),
+            "rate_limits": _rate_limits(board),
+        },
+    )
+
+
+def _rate_limits(board: Dashboard) -> dict[str, str]:
+    try:
+        return board.app.coordinator.rate_limits()
+    except Exception:
+        return {}
+
+
+def _worker_rows(board: Dashboard, top: dict[str, Any], with_stats: bool) -> list[dict[str, Any]]:
+    """Live workers from the registry; with ``with_stats`` their pools and counts as they
+    answer ``inspect stats``; workers only the history knows are listed as offline."""
+    stats: dict[str, Any] = {}
+    if with_stats and top["alive"]:
+        try:
+            answer = board.app.control.inspect(timeout=INSPECT_TIMEOUT).stats()
+            stats = answer or {}
+        except Exception:
+            stats = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for info in top["alive"]:
+        name = str(info.get("hostname"))
+        running = board.history.running_on(name)
+        concurrency = int(info.get("concurrency") or 1)
+        answered = stats.get(name) or {}
+        pool = answered.get("pool") or {}
+        rows[name] = {
+            "name": name,
+            "online": True,
+            "pool": info.get("pool"),
+            "concurrency": int(pool.get("max-concurrency") or concurrency),
+            "queues": info.get("queues") or [],
+            "heartbeat": info.get("heartbeat"),
+            "started_at": info.get("started_at"),
+            "pid": info.get("pid"),
+            "running": running,
+            "load": len(running) / max(1, int(pool.get("max-concurrency") or concurrency)),
+            "processed": sum((answered.get("total") or {}).values()) if answered else None,
+            "answered": bool(answered),
+        }
+    for name, info, last, _online in board.history.workers():
+        if name not in rows:
+            rows[name] = {
+                "name": name, "online": False, "pool": info.get("pool"),
+                "concurrency": info.get("concurrency"), "queues": info.get("queues") or [],
+                "heartbeat": last, "started_at": info.get("started_at"), "pid": info.get("pid"),
+                "running": [], "load": 0.0, "processed": None, "answered": False,
+            }
+    return sorted(rows.values(), key=lambda r: (not r["online"], r["name"]))
+
+
+def _queue_rows(board: Dashboard, top: dict[str, Any]) -> list[dict[str, Any]]:
+    now = time.time()
+    samples = list(board.follower.samples)
+    out_last_minute = board.history.received_since(now - 60)
+    older = next((s for s in samples if now - s.at >= 55), samples[0] if samples else None)
+    consumers: dict[str, list[str]] = {}
+    for info in top["alive"]:
+        for queue in info.get("queues") or []:
+            consumers.setdefault(str(queue), []).append(str(info.get("hostname")))
+    rows = []
+    names = {q.name for q in top["queue_stats"]} | set(consumers)
+    by_name = {q.name: q for q in top["queue_stats"]}
+    for name in sorted(names):
+        stats = by_name.get(name)
+        depth = (stats.ready + stats.scheduled) if stats else 0
+        out_rate = out_last_minute.get(name, 0) / 60
+        in_rate: float | None = None
+        if older is not None and now - older.at >= 5:
+            grew = depth - older.depths.get(name, 0)
+            in_rate = max(0.0, grew / (now - older.at) + out_rate)
+        rows.append({
+            "name": name,
+            "ready": stats.ready if stats else 0,
+            "scheduled": stats.scheduled if stats else 0,
+            "in_rate": in_rate,
+            "out_rate": out_rate,
+            "consumers": consumers.get(name, []),
+        })
+    return rows
+
+
+def queues(board: Dashboard, request: Request) -> Response:
+    top = summary(board)
+    rows = _queue_rows(board, top)
+    return board.render(request, "queues.html", {"page": "queues", "top": top, "queue_rows": rows})
+
+
+def beat(board: Dashboard, request: Request) -> Response:
+    from ..beat.scheduler import LEASE_NAME, app_timezone, entries_of
+
+    entries = entries_of(board.app)
+    tz = app_timezone(board.app)
+    state: dict[str, float] = {}
+    leader = None
+    error = None
+    try:
+        state = board.app.coordinator.schedule_state([e.name for e in entries])
+        leader = board.app.coordinator.lease_owner(LEASE_NAME)
+    except Exception as exc:
+        error = str(exc)
+    rows = []
+    for entry in entries:
+        last = state.get(entry.name)
+        rows.append({
+            "name": entry.name,
+            "task": entry.task,
+            "schedule": str(entry.schedule),
+            "args": board.masking.call(repr(entry.args), repr(entry.kwargs)),
+            "last": last,
+            "next": entry.schedule.next_due(last, tz) if last is not None else None,
+        })
+    return board.render(
+        request,
+        "beat.html",
+        {"page": "beat", "top": summary(board), "entries": rows, "leader": leader,
+         "beat_error": error},
+    )
+
+
+def dead_letters(board: Dashboard, request: Request) -> Response:
+    from ..message import decode_envelope
+
+    letters = board.app.coordinator.dead_letters(limit=200)
+    accept = frozenset(board.app.conf.accept_content or ["json"]) | {"json"}
+    rows = []
+    for letter in letters:
+        name = task_id = None
+        try:
+            envelope = decode_envelope(letter.body, accept)
+            name, task_id = envelope.task, envelope.id
+        except Exception:
+            pass
+        payload = letter.body.decode("utf-8", "backslashreplace")
+        if board.masking.hides_anything:
+            payload = f"({len(letter.body)} bytes, masked: dashboard_mask_args)"
+        rows.append({"letter": letter, "name": name, "task_id": task_id, "payload": payload})
+    return board.render(
+        request, "dead.html", {"page": "dead", "top": summary(board), "rows": rows}
+    )
+
+
+def _keyset(value: str | None) -> tuple[float, int] | None:
+    """``before=<seen>_<seq>``: where the previous page ended."""
+    if not value:
+        return None
+    seen, _, seq = value.partition("_")
+    try:
+        return float(seen), int(seq)
+    except ValueError:
+        raise HTTPException(400, f"expected before=<time>_<seq>, got {value!r}") from None
+
+
+def _older(kept: dict[str, str], last: TaskRow) -> str:
+    from urllib.parse import urlencode
+
+    return "?" + urlencode({**kept, "before": f"{last.seen!r}_{last.seq}"})
+

@@ -1,0 +1,90 @@
+"""Starting the dashboard: where its history file lives, the safe-binding rule, and
+uvicorn. Used by ``conveyor dashboard``/``flower`` and ``conveyor demo --dashboard``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..exceptions import ConfigurationError
+from .security import Access, is_loopback
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from ..app import Conveyor
+    from .app import Dashboard
+
+__all__ = ["DashboardOptions", "build", "history_path", "serve"]
+
+CATCH_UP_SECONDS = 10.0
+
+
+@dataclass
+class DashboardOptions:
+    port: int = 5555
+    address: str = "127.0.0.1"
+    url_prefix: str = ""
+    users: dict[str, str] = field(default_factory=dict)
+    read_only: bool = False
+    read_only_users: frozenset[str] = frozenset()
+    db: Path | None = None
+    max_tasks: int | None = None
+
+    def check(self) -> None:
+        """Without users, only this machine may connect (and the CLI says so)."""
+        if not self.users and not is_loopback(self.address):
+            raise ConfigurationError(
+                f"without --basic-auth the dashboard listens on 127.0.0.1 only "
+                f"(asked for {self.address}): give --basic-auth user:password to open it up"
+            )
+        unknown = self.read_only_users - set(self.users)
+        if unknown:
+            raise ConfigurationError(
+                f"--read-only-user {', '.join(sorted(unknown))}: not a --basic-auth user"
+            )
+
+
+def history_path(app: Conveyor) -> Path:
+    """One history file per broker, beside the embedded broker's files."""
+    from ..app import default_data_dir
+
+    digest = hashlib.sha1(app.broker_url.encode()).hexdigest()[:12]
+    return default_data_dir() / "dashboard" / f"history-{digest}.sqlite3"
+
+
+def build(app: Conveyor, options: DashboardOptions) -> tuple[Dashboard, Starlette]:
+    from .app import Dashboard, create_app
+    from .history import History
+
+    options.check()
+    max_tasks = options.max_tasks or int(app.conf.get("dashboard_max_tasks", 1_000_000))
+    history = History(options.db or history_path(app), max_tasks)
+    access = Access(options.users, options.read_only_users, options.read_only)
+    board = Dashboard(app, history, access, options.url_prefix)
+    board.follower.catch_up(CATCH_UP_SECONDS)
+    return board, create_app(board)
+
+
+def serve(
+    app: Conveyor, options: DashboardOptions, say: Callable[[str], None] = print
+) -> None:
+    """Run the dashboard in this process until interrupted."""
+    import uvicorn
+
+    board, web = build(app, options)
+    where = f"http://{options.address}:{options.port}{board.prefix}/"
+    if options.users:
+        say(f"conveyor dashboard on {where} ({len(options.users)} user(s), basic auth)")
+    else:
+        say(f"conveyor dashboard on {where} (no --basic-auth: only this machine may connect)")
+    uvicorn.run(
+        web,
+        host=options.address,
+        port=options.port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
