@@ -6,17 +6,19 @@ wrong argument is an editor error before it is a worker error.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
-import threading
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
+from .coroutines import is_coroutine, run_to_completion
 from .exceptions import MaxRetriesExceededError, Retry
 from .limits import KeySpec
 from .message import Envelope
@@ -87,24 +89,25 @@ class Context:
         )
 
 
-_local = threading.local()
+# The running task's request follows the code that runs it: a thread (each has its own
+# context) or an asyncio task (each runs in a copy of its creator's context), so 1,000
+# coroutines on one loop each see their own ``self.request``. Tuples, never mutated: a
+# copied context shares the value with its creator.
+_requests: ContextVar[tuple[Context, ...]] = ContextVar("conveyor_requests", default=())
 
 
 def current_request() -> Context | None:
-    """The request of the task running in this thread, if any."""
-    stack: list[Context] | None = getattr(_local, "stack", None)
+    """The request of the task running here (this thread, or this asyncio task)."""
+    stack = _requests.get()
     return stack[-1] if stack else None
 
 
 def push_request(request: Context) -> None:
-    stack: list[Context] | None = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(request)
+    _requests.set((*_requests.get(), request))
 
 
 def pop_request() -> None:
-    _local.stack.pop()
+    _requests.set(_requests.get()[:-1])
 
 
 _DEFAULT_CONTEXT = Context()
@@ -177,6 +180,11 @@ class Task(Generic[P, R]):
         # overridden; decided once here, so the usual task pays nothing per call.
         self.body: Callable[..., R] = (
             self.run if type(self).__call__ is Task.__call__ else self.__call__
+        )
+        # An ``async def`` body: the asyncio pool awaits it on its loop; the other pools
+        # (and eager calls) run it to completion on a loop of their own (coroutines.py).
+        self.is_async = inspect.iscoroutinefunction(fun) or inspect.iscoroutinefunction(
+            self.body
         )
         self.name = name or ""
         for key, value in (options or {}).items():
@@ -380,7 +388,10 @@ class Task(Generic[P, R]):
     def _run_with_autoretry(self, request: Context) -> R:
         """Run the body; an exception listed in ``autoretry_for`` becomes a retry."""
         try:
-            return self.body(*request.args, **request.kwargs)
+            value: Any = self.body(*request.args, **request.kwargs)
+            if is_coroutine(value):
+                value = run_to_completion(value)
+            return value  # type: ignore[no-any-return]  # an async body's R is its value
         except Retry:
             raise
         except Exception as exc:

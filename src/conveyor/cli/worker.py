@@ -27,10 +27,17 @@ logger = logging.getLogger("conveyor.worker")
     help="Child processes (prefork) or threads. [default: number of CPUs]",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="asyncio pool: event-loop processes, each running up to -c tasks at once. "
+    "[default: 1]",
+)
+@click.option(
     "-P",
     "--pool",
     metavar="NAME",
-    help="Pool implementation: prefork, threads, solo, or one registered with "
+    help="Pool implementation: prefork, threads, solo, asyncio, or one registered with "
     "conveyor.worker.pools.register_pool. [default: prefork]",
 )
 @click.option(
@@ -108,6 +115,7 @@ def worker(
     obj: AppContext,
     loglevel: str,
     concurrency: int | None,
+    processes: int | None,
     pool: str | None,
     queues: str | None,
     hostname: str | None,
@@ -156,6 +164,7 @@ def worker(
         app_label=obj.spec,
         beat=beat,
         metrics_port=metrics_port,
+        processes=processes,
     )
     sys.exit(runner.start())
 

@@ -24,8 +24,10 @@ shared by all the attempts it feeds.
 from __future__ import annotations
 
 import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
+from ..coroutines import run_to_completion
 from ..task import pop_request
 from .timelimits import Deadlines
 
@@ -106,6 +108,8 @@ class Attempt:
             started = time.perf_counter()
             try:
                 value = task.body(*envelope.args, **envelope.kwargs)  # call(), inlined
+                if type(value) is CoroutineType:  # async def: on this thread's own loop
+                    value = run_to_completion(value)
             except Exception as exc:
                 # While the request is still current: autoretry's task.retry reads it.
                 try:
@@ -164,6 +168,11 @@ class Attempt:
             self.executor.raised(self, exc, runtime)
         finally:
             self._end()
+
+    def abandoned(self) -> None:
+        """The body was cancelled without an outcome (the keeper recorded one past its
+        hard limit, or the process is leaving): give back what it held."""
+        self._end()
 
     def disarm(self) -> None:
         """Stop the clock and tell the pool's watchers."""

@@ -32,12 +32,13 @@ class LoggingListener:
     def on_task_failed(self, event: TaskFailed) -> None:
         exc = event.exception
         self.logger.error(
-            "Task %s[%s] raised %s: %s\n%s",
+            "Task %s[%s] raised %s: %s%s",
             event.name,
             event.uuid,
             type(exc).__name__,
             exc,
-            event.traceback,
+            # None when the worker ended the task from outside (a hard time limit).
+            f"\n{event.traceback}" if event.traceback else "",
         )
 
     def on_task_retried(self, event: TaskRetried) -> None:

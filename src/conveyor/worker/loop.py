@@ -159,16 +159,7 @@ class ConsumeLoop:
             self._consumer = consumer
             if recovered:
                 logger.warning("gave back %d deliveries whose fetch reply was lost", recovered)
-            config = self.config
-            self._executor = Executor(
-                app,
-                consumer,
-                self.consumer_id,
-                config.hostname,
-                config.hooks,
-                config.revocations,
-                config.watchers,
-            )
+            self._executor = self._make_executor(consumer)
             # Tracking STARTED also records RECEIVED when a message is leased (Celery only
             # emits it as an event; stored, a dashboard-less user can see it too).
             self._track_received = bool(app.conf.task_track_started)
@@ -176,6 +167,20 @@ class ConsumeLoop:
                 self.on_ready()
                 self.on_ready = None
         return self._consumer
+
+    def _make_executor(self, consumer: TransportConsumer) -> Executor:
+        """The executor of this loop's attempts (the asyncio pool's feeder gives it a
+        consumer that the event loop's thread may use too)."""
+        config = self.config
+        return Executor(
+            self.app,
+            consumer,
+            self.consumer_id,
+            config.hostname,
+            config.hooks,
+            config.revocations,
+            config.watchers,
+        )
 
     def _known_tags(self) -> set[str]:
         known = {d.tag for d in self.buffer}

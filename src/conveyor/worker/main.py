@@ -50,6 +50,7 @@ class Worker:
         app_label: str | None = None,
         beat: bool = False,
         metrics_port: int | None = None,
+        processes: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -67,6 +68,9 @@ class Worker:
             )
         self.queues = list(queues or [conf.task_default_queue])
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        # --processes: event-loop processes of the asyncio pool, each running up to
+        # ``concurrency`` tasks at once (other pools take their size from -c alone).
+        self.processes = max(1, processes or 1)
         self.hostname = expand_hostname(hostname)
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child

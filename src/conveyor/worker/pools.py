@@ -1,8 +1,8 @@
 """The pool registry: ``-P <name>`` picks a :class:`~conveyor.worker.pool.Pool` class.
 
 ``prefork`` (the supervisor, worker/supervisor.py), ``threads`` and ``solo``
-(worker/inprocess.py) are registered here; ``register_pool`` adds another (an asyncio or
-gevent pool) without touching the worker.
+(worker/inprocess.py) and ``asyncio`` (worker/asyncpool.py) are registered here;
+``register_pool`` adds another without touching the worker.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
+from .asyncpool import AsyncioPool
 from .inprocess import SoloPool, ThreadsPool
 from .pool import Pool
 from .supervisor import Supervisor
@@ -52,7 +53,7 @@ def pool_class(name: str) -> type[Pool]:
         ) from None
 
 
-for _builtin in (Supervisor, ThreadsPool, SoloPool):
+for _builtin in (Supervisor, ThreadsPool, SoloPool, AsyncioPool):
     register_pool(_builtin)
 
 

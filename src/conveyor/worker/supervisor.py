@@ -30,6 +30,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -211,6 +212,19 @@ class Supervisor(Pool):
         def on_ready() -> None:
             os.write(ready_w, b"r")
 
+        return self._consume_in_child(index, cid, stop, on_ready, loops)
+
+    def _consume_in_child(
+        self,
+        index: int,
+        cid: str,
+        stop: threading.Event,
+        on_ready: Callable[[], None],
+        loops: list[ConsumeLoop],
+    ) -> int:  # pragma: no cover - runs in the child
+        """The child's work once it is set up: one consume loop, one task at a time (the
+        asyncio pool runs an event loop here instead). A loop in ``loops`` that is idle
+        in a fetch is interrupted by the child's SIGTERM."""
         config = self.worker.loop_config(
             self.revocations,
             (
