@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..app import Conveyor
+    from ..dashboard.server import Background
     from ..demo.processes import WorkerNode
 
 __all__ = ["demo"]
@@ -72,9 +73,25 @@ EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
     "SQLite file. The demo's keys and queues are its own.",
 )
 @click.option("--seed", type=int, default=None, help="Seed the workload, to repeat a run.")
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Serve the web dashboard on the run (workers store events), and keep it and "
+    "the workers open afterwards until Ctrl-C.",
+)
+@click.option(
+    "--dashboard-port", type=click.IntRange(1, 65535), default=5555, show_default=True
+)
 @click.pass_obj
 def demo(
-    obj: AppContext, count: int, concurrency: int, broker_url: str | None, seed: int | None
+    obj: AppContext,
+    count: int,
+    concurrency: int,
+    broker_url: str | None,
+    seed: int | None,
+    with_dashboard: bool,
+    dashboard_port: int,
 ) -> None:
     """Run a realistic workload on real workers and show what happened."""
     import shutil
@@ -87,7 +104,8 @@ def demo(
     url = broker_url or obj.broker or _sqlite_url(workdir)
     code: int | None = None
     try:
-        code = _run(console, url, obj.backend or url, workdir, count, concurrency, seed)
+        port = dashboard_port if with_dashboard else None
+        code = _run(console, url, obj.backend or url, workdir, count, concurrency, seed, port)
     finally:
         if code == EXIT_LOST:
             console.print(f"The workers' logs are kept in {workdir}")
@@ -113,6 +131,7 @@ def _run(
     count: int,
     concurrency: int,
     seed: int | None,
+    dashboard_port: int | None = None,
 ) -> int:
     from ..demo import display
     from ..demo.app import CPU_QUEUE, HEARTBEAT_EVERY, IO_QUEUE, app
@@ -126,9 +145,12 @@ def _run(
     app.conf.result_backend = backend_url
     queues = [CPU_QUEUE, IO_QUEUE]
     run_id = os.getpid()  # two demos on one Redis must not see each other's workers
+    events = dashboard_port is not None
     specs = [
-        WorkerSpec(f"demo-cpu-{run_id}@%h", "prefork", concurrency, [CPU_QUEUE], beat=True),
-        WorkerSpec(f"demo-io-{run_id}@%h", "threads", IO_THREADS, [IO_QUEUE]),
+        WorkerSpec(
+            f"demo-cpu-{run_id}@%h", "prefork", concurrency, [CPU_QUEUE], beat=True, events=events
+        ),
+        WorkerSpec(f"demo-io-{run_id}@%h", "threads", IO_THREADS, [IO_QUEUE], events=events),
     ]
     # In flight: enough to fill each CPU process's prefetch (4) and every I/O thread,
     # and a few more for the webhooks waiting out a retry's backoff. More only lengthens
@@ -142,6 +164,10 @@ def _run(
     display.introduce(console, url, specs, runner, fresh=url.startswith(f"sqlite:///{workdir}"))
     nodes = [WorkerNode(spec, workdir / f"worker-{i + 1}.log") for i, spec in enumerate(specs)]
     heartbeats = workdir / "heartbeats.jsonl"  # heartbeat_report appends a line per run
+    board = None
+    if dashboard_port is not None:
+        board = _start_dashboard(app, dashboard_port, workdir)
+        console.print(f"[bold]Dashboard:[/] {board.url}  (open it in your browser)")
     with _signals_interrupt():
         try:
             started = time.monotonic()
@@ -157,16 +183,17 @@ def _run(
             stopping = time.monotonic()
         except KeyboardInterrupt:
             console.print("\n[yellow]Interrupted:[/] stopping the workers.")
-            _stop(console, app, nodes, purge=queues)
+            _stop(console, app, nodes, purge=queues, board=board)
             return EXIT_INTERRUPTED
         except WorkerFailed as exc:
             console.print(f"[red]A worker failed:[/] {exc}")
-            _stop(console, app, nodes, purge=queues)
+            _stop(console, app, nodes, purge=queues, board=board)
             return EXIT_LOST
         except BaseException:
-            _stop(console, app, nodes, purge=queues)
+            _stop(console, app, nodes, purge=queues, board=board)
             raise
-        _stop(console, app, nodes, purge=())
+        if board is None:
+            _stop(console, app, nodes, purge=())
     report.periodic = PeriodicStats(
         heartbeat_report.name,
         HEARTBEAT_EVERY,
@@ -175,7 +202,40 @@ def _run(
     )
     display.summarize(console, report, runner.workloads)
     display.how_to_continue(console)
+    if board is not None:
+        _keep_open(console, app, nodes, board)
     return EXIT_LOST if report.lost else EXIT_OK
+
+
+def _start_dashboard(app: Conveyor, port: int, workdir: Path) -> Background:
+    from ..dashboard.server import DashboardOptions, serve_in_thread
+    from ..exceptions import ConfigurationError
+
+    options = DashboardOptions(port=port, db=workdir / "dashboard.sqlite3")
+    try:
+        return serve_in_thread(app, options)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _keep_open(
+    console: Console, app: Conveyor, nodes: Sequence[WorkerNode], board: Background
+) -> None:
+    """The run is over; the workers (and beat's periodic task) and the dashboard stay,
+    so the pages can be explored, until Ctrl-C."""
+    console.print(
+        f"\n[bold]The dashboard stays open at {board.url}[/] with the workers and beat "
+        "running. Ctrl-C stops them."
+    )
+    with _signals_interrupt():
+        try:
+            while True:
+                _check(nodes)
+                time.sleep(0.5)
+        except (KeyboardInterrupt, Exception) as exc:
+            if not isinstance(exc, KeyboardInterrupt):
+                console.print(f"[red]A worker failed:[/] {exc}")
+    _stop(console, app, nodes, purge=(), board=board)
 
 
 def _check(nodes: Sequence[WorkerNode]) -> None:
@@ -194,7 +254,11 @@ def _wait_for_file(path: Path, timeout: float, check: Callable[[], None]) -> Non
 
 
 def _stop(
-    console: Console, app: Conveyor, nodes: Sequence[WorkerNode], purge: Sequence[str]
+    console: Console,
+    app: Conveyor,
+    nodes: Sequence[WorkerNode],
+    purge: Sequence[str],
+    board: Background | None = None,
 ) -> None:
     # A second Ctrl-C must not cut the cleanup short and leave workers behind.
     from ..demo.processes import stop_all
@@ -204,6 +268,8 @@ def _stop(
         stop_all(nodes)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if board is not None:
+        board.stop()
     if purge:
         try:
             app.broker.purge(purge)

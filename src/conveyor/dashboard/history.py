@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = ["BUCKET_SECONDS", "History", "TaskFilter", "TaskRow", "fold_state"]
 
-BUCKET_SECONDS = 10  # the width of one bar in the overview's charts
+BUCKET_SECONDS = 5  # the width of one bar in the overview's charts
 _TRIM_EVERY = 5_000  # tasks added between retention trims
 
 SCHEMA = """

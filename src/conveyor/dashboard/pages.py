@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..stores.probe import oldest_waiting
 from .history import BUCKET_SECONDS, FINAL, STATES, TaskFilter, TaskRow
 from .present import bars_chart, line_chart
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 PAGE_SIZE = 50
-CHART_BUCKETS = 60  # ten minutes of 10 s bars
+CHART_BUCKETS = 60  # five minutes of 5 s bars
 SINCE_CHOICES = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 INSPECT_TIMEOUT = 0.5
 
@@ -95,7 +96,7 @@ def overview(board: Dashboard, request: Request) -> Response:
             "page": "overview",
             "top": top,
             "charts": charts,
-            "rate_now": (sum(succeeded[-6:]) + sum(failed[-6:])) / 6,
+            "rate_now": (sum(succeeded[-12:]) + sum(failed[-12:])) / 12,
             "window_total": window * BUCKET_SECONDS,
             "queue_rows": _queue_rows(board, top),
             "worker_rows": _worker_rows(board, top, with_stats=False),
@@ -276,6 +277,10 @@ def _queue_rows(board: Dashboard, top: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     names = {q.name for q in top["queue_stats"]} | set(consumers)
     by_name = {q.name: q for q in top["queue_stats"]}
+    try:
+        oldest = oldest_waiting(board.app.broker, sorted(names))
+    except Exception:  # the store is away: the banner says so
+        oldest = {}
     for name in sorted(names):
         stats = by_name.get(name)
         depth = (stats.ready + stats.scheduled) if stats else 0
@@ -291,6 +296,7 @@ def _queue_rows(board: Dashboard, top: dict[str, Any]) -> list[dict[str, Any]]:
             "in_rate": in_rate,
             "out_rate": out_rate,
             "consumers": consumers.get(name, []),
+            "oldest": oldest.get(name),
         })
     return rows
 

@@ -4,10 +4,12 @@ uvicorn. Used by ``conveyor dashboard``/``flower`` and ``conveyor demo --dashboa
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .security import Access, is_loopback
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from ..app import Conveyor
     from .app import Dashboard
 
-__all__ = ["DashboardOptions", "build", "history_path", "serve"]
+__all__ = ["Background", "DashboardOptions", "build", "history_path", "serve", "serve_in_thread"]
 
 CATCH_UP_SECONDS = 10.0
 
@@ -88,3 +90,40 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
+
+
+class Background:
+    """A dashboard served from a thread of this process (``conveyor demo --dashboard``)."""
+
+    def __init__(self, server: Any, thread: threading.Thread, url: str) -> None:
+        self.server = server
+        self.thread = thread
+        self.url = url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def serve_in_thread(app: Conveyor, options: DashboardOptions, timeout: float = 10.0) -> Background:
+    """Start the dashboard on a thread and return once it listens (uvicorn installs no
+    signal handlers off the main thread: Ctrl-C stays the caller's)."""
+    import uvicorn
+
+    board, web = build(app, options)
+    config = uvicorn.Config(
+        web, host=options.address, port=options.port, log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="conveyor-dashboard-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigurationError(
+                f"the dashboard could not listen on {options.address}:{options.port} "
+                "(is the port taken? choose another with --dashboard-port)"
+            )
+        time.sleep(0.02)
+    return Background(server, thread, f"http://{options.address}:{options.port}{board.prefix}/")

@@ -39,13 +39,15 @@ class WorkerSpec:
     concurrency: int
     queues: Sequence[str]
     beat: bool = False  # -B: also run beat (the app's periodic tasks), in a child process
+    events: bool = False  # -E: store task events (for conveyor demo --dashboard)
 
     def command(self, app_module: str, broker_url: str, backend_url: str) -> list[str]:
         app = ["-A", app_module, "-b", broker_url, "--result-backend", backend_url]
         pool = ["-P", self.pool, "-c", str(self.concurrency), "-Q", ",".join(self.queues)]
         rest = ["-n", self.name, "-l", "warning", "--shutdown-timeout", "10"]
         beat = ["-B"] if self.beat else []
-        return [sys.executable, "-m", "conveyor", *app, "worker", *pool, *beat, *rest]
+        events = ["-E"] if self.events else []
+        return [sys.executable, "-m", "conveyor", *app, "worker", *pool, *beat, *events, *rest]
 
     def describe(self) -> str:
         unit = "process" if self.pool == "prefork" else "thread"

@@ -1,0 +1,128 @@
+"""The dashboard's history (events folded into SQLite), its masking and its access
+rules, without a browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.dashboard.history import History, TaskFilter
+from conveyor.dashboard.present import Masking
+from conveyor.dashboard.security import Access, is_loopback, parse_users
+from conveyor.dashboard.server import DashboardOptions
+from conveyor.exceptions import ConfigurationError
+
+
+def _event(kind: str, task_id: str, at: float, **fields: Any) -> bytes:
+    return json.dumps({"type": kind, "uuid": task_id, "timestamp": at, "name": "t.add",
+                       "hostname": "w1", **fields}).encode()
+
+
+def _run(task_id: str, at: float, queue: str = "celery", fail: bool = False) -> list[bytes]:
+    end = ("task-failed", {"exception": "ValueError('x')", "traceback": "Traceback...",
+                           "runtime": 0.5}) if fail else ("task-succeeded",
+                                                          {"result": "3", "runtime": 0.25})
+    return [
+        _event("task-received", task_id, at, args="(1, 2)", kwargs="{}", queue=queue,
+               retries=0, root_id=task_id, parent_id=None),
+        _event("task-started", task_id, at + 0.1),
+        _event(end[0], task_id, at + 0.2, **end[1]),
+    ]
+
+
+def _fold(history: History, records: list[bytes], start: int = 0) -> None:
+    history.fold([(str(start + i + 1), body) for i, body in enumerate(records)])
+
+
+def test_events_out_of_order_end_in_the_latest_state(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", 100)
+    received, started, succeeded = _run("a", 100.0)
+    _fold(history, [succeeded, received, started])  # two processes' batches, crossed
+    row = history.task("a")
+    assert row is not None
+    assert (row.state, row.args, row.result, row.seen) == ("SUCCESS", "(1, 2)", "3", 100.0)
+    assert history.state_counts() == {"SUCCESS": 1}
+    assert [e["type"] for e in history.timeline(row.seq)] == [
+        "task-received", "task-started", "task-succeeded"
+    ]
+
+
+def test_keyset_pages_list_every_task_once_newest_first(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", 10_000)
+    records: list[bytes] = []
+    for i in range(130):
+        records += _run(f"t{i:03}", 1000.0 + i, queue="q" if i % 2 else "celery", fail=i % 5 == 0)
+    _fold(history, records)
+    seen: list[str] = []
+    before = None
+    while True:
+        page = history.tasks(TaskFilter(queue="q"), before=before, limit=20)
+        if not page:
+            break
+        seen += [row.id for row in page]
+        before = (page[-1].seen, page[-1].seq)
+    assert seen == [f"t{i:03}" for i in range(129, -1, -1) if i % 2]
+    failed = history.tasks(TaskFilter(state="FAILURE"), limit=100)
+    assert len(failed) == 26
+    assert history.state_counts() == {"SUCCESS": 104, "FAILURE": 26}
+    assert [r.id for r in history.tasks(TaskFilter(search="t12"), limit=100)] == [
+        f"t{i}" for i in range(129, 119, -1)
+    ]
+    assert [r.id for r in history.tasks(TaskFilter(since=1125.5), limit=100)] == [
+        "t129", "t128", "t127", "t126"
+    ]
+    assert history.distinct("queue") == ["celery", "q"]
+
+
+def test_retention_keeps_the_newest_tasks_and_their_counts(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", 50)
+    records: list[bytes] = []
+    for i in range(80):
+        records += _run(f"t{i:03}", 1000.0 + i)
+    _fold(history, records)
+    assert history.trim() == 30
+    assert len(history.tasks(TaskFilter(), limit=1000)) == 50
+    assert history.task("t029") is None and history.task("t030") is not None
+    assert history.state_counts() == {"SUCCESS": 50}
+
+
+def test_a_reopened_history_goes_on_from_its_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    history = History(path, 100)
+    _fold(history, _run("a", 10.0))
+    history.close()
+    again = History(path, 100)
+    assert again.cursor() == "3"
+    assert again.task("a") is not None
+
+
+def test_masking_hides_values_not_shapes() -> None:
+    everything = Masking(True)
+    assert everything.args("(1, 'secret')") == "(•••, •••)"
+    assert "secret" not in everything.kwargs("{'token': 'secret'}")
+    named = Masking(["password"])
+    assert named.kwargs("{'user': 'ada', 'password': 'hunter2'}") == (
+        "{'user': 'ada', 'password': •••}"
+    )
+    assert named.kwargs("{'password': <object at 0x1>}") == "•••"  # unreadable: all hidden
+    assert Masking(False).call("(1, 2)", "{'x': 3}") == "1, 2, x=3"
+
+
+def test_users_and_the_loopback_rule() -> None:
+    users = parse_users(["admin:pa:ss", "viewer:look,ops:x"])
+    assert users == {"admin": "pa:ss", "viewer": "look", "ops": "x"}
+    with pytest.raises(ValueError, match="user:password"):
+        parse_users(["nopassword"])
+    access = Access(users, frozenset({"viewer"}))
+    header = "Basic " + base64.b64encode(b"admin:pa:ss").decode()
+    assert access.user_of(header) == "admin"
+    assert access.user_of("Basic " + base64.b64encode(b"admin:wrong").decode()) is None
+    assert access.may_act("admin") and not access.may_act("viewer")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1 only"):
+        DashboardOptions(address="0.0.0.0").check()
+    DashboardOptions(address="0.0.0.0", users=users).check()
