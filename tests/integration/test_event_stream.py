@@ -68,3 +68,17 @@ def test_no_events_are_stored_without_dash_e(
     spawn_worker(APP, worker_broker_url, "-c", "1")
     assert client.send_task(ADD, (1, 1)).get(timeout=20) == 2
     assert _dump(worker_broker_url) == []
+
+
+def test_a_recycled_child_stores_its_last_events(
+    client: Conveyor, worker_broker_url: str, spawn_worker: Any
+) -> None:
+    # Each child runs 2 tasks and exits, well within the 200 ms between two flushes of
+    # its buffer: what it still held when it exited must be stored, not lost with it.
+    worker = spawn_worker(APP, worker_broker_url, "-c", "1", "-E", "--max-tasks-per-child", "2")
+    assert [client.send_task(ADD, (i, 0)).get(timeout=20) for i in range(6)] == list(range(6))
+    wait_for(lambda: _count(_dump(worker_broker_url))[("task-succeeded", ADD)] == 6, 10,
+             what="every task's events stored")
+    counts = _count(_dump(worker_broker_url))
+    assert counts[("task-received", ADD)] == counts[("task-started", ADD)] == 6
+    worker.stop()

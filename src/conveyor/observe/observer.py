@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..worker.main import Worker
     from ..worker.revocations import RevocationCache
     from ..worker.supervisor import Supervisor
+    from .stream import EventStreamListener
 
 __all__ = ["POOL_CAPACITY", "WorkerObserver"]
 
@@ -32,20 +33,32 @@ class WorkerObserver:
         self.capacity = max(POOL_CAPACITY, worker.concurrency * 4)
         self.board = TaskBoard(worker.app.tasks, self.capacity)
         worker.hooks.subscribe(CountingListener(self.board))
+        self.stream: EventStreamListener | None = None
         if worker.app.conf.worker_send_task_events:
             from .stream import EventStreamListener
 
-            worker.hooks.subscribe(EventStreamListener(worker.app))
+            self.stream = EventStreamListener(worker.app)
+            worker.hooks.subscribe(self.stream)
         self.responder: ControlResponder | None = None
 
     def prefork(self, supervisor: Supervisor) -> None:
         """The supervisor answers control commands (it runs no task)."""
+        if self.stream is not None:
+            self.stream.at_once = True  # the supervisor starts no thread: it forks
         self.responder = ControlResponder(self.worker, PreforkView(supervisor), self.board)
 
     def in_child(self, index: int) -> None:
         """In a prefork child, after fork: count on its own row; never answer."""
         self.board.row = index - 1
         self.responder = None
+        if self.stream is not None:
+            self.stream.at_once = False
+
+    def child_exiting(self) -> None:
+        """In a prefork child that is about to exit (recycled, or a warm shutdown):
+        store the events it still buffers."""
+        if self.stream is not None:
+            self.stream.close()
 
     def in_process(
         self, loops: list[ConsumeLoop], revocations: RevocationCache, stop: threading.Event

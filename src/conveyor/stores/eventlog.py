@@ -5,7 +5,7 @@ JSON; ``conveyor events`` reads them. Unlike Celery's events (a fanout nobody ke
 a monitor that was not listening sees nothing), these survive restarts of workers and
 monitors until ``event_stream_max_len`` newer ones push them out.
 
-    redis    XADD <p>:events MAXLEN ~ N; XRANGE from an id (exclusive)
+    redis    a stream <p>:events, one entry per batch of events (redis/eventlog.py)
     sqlite   an ``events`` table; rows beyond the newest N deleted as it grows
     memory   a bounded deque
     amqp     in the coordinator's store (Redis or SQLite), as the control mailbox
@@ -30,12 +30,13 @@ __all__ = ["EventLog", "event_log_for"]
 class EventLog(ABC):
     @abstractmethod
     def append(self, records: Sequence[bytes], max_len: int) -> None:
-        """Add events (oldest first), keeping about the newest ``max_len``."""
+        """Add events (oldest first), keeping about the newest ``max_len``. Each record
+        is one line (JSON, no raw newline): Redis stores a batch as lines."""
 
     @abstractmethod
     def read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
         """Up to ``limit`` events after the id ``after`` (from the oldest kept when
-        None), oldest first, each with its id."""
+        None), oldest first, each with its id: a decimal number, increasing."""
 
 
 _LOGS: weakref.WeakKeyDictionary[Transport, EventLog] = weakref.WeakKeyDictionary()

@@ -176,7 +176,10 @@ class Supervisor(Pool):
             except BaseException:
                 logger.exception("worker child %d crashed", index)
             finally:
-                os._exit(code)
+                try:
+                    self.worker.observer.child_exiting()
+                finally:
+                    os._exit(code)
         self.children[pid] = Child(index, pid, cid, time.monotonic())
 
     def _child_main(self, index: int, cid: str) -> int:  # pragma: no cover - in the child
