@@ -19,8 +19,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
 
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["AmqpTransport"]
 
 logger = logging.getLogger("conveyor.rabbitmq")
+
+T = TypeVar("T")
 
 CONFIRM_TIMEOUT = 30.0
 PUBLISH_ATTEMPTS = 3
@@ -170,17 +172,24 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
         if not bodies:
             return
         self._seen_queues.add(queue)
+        self._on_publisher(lambda: self._publish_confirmed(queue, bodies, level, due))
+
+    def _on_publisher(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (publishes and the wait for their confirms, or queue methods) on
+        the publisher's channel under its lock; on a lost connection, drop it and run
+        again on a new one. Sent again: what was confirmed is in the broker, what was
+        not may be sent twice (at least once, never lost)."""
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 with self._publisher.lock, mapped_errors(self.settings):
-                    self._publish_confirmed(queue, bodies, level, due)
-                return
+                    return work()
             except BrokerUnavailable as exc:
-                # Sent again on a new connection: what was confirmed is in the broker,
-                # what was not may be sent twice (at least once, never lost).
+                # Forgotten, or every later send would use the dead connection until the
+                # heartbeat thread noticed (up to broker_heartbeat / 4 later).
                 self._publisher.lost(exc)
                 if attempt == PUBLISH_ATTEMPTS:
                     raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _publish_confirmed(
         self, queue: str, bodies: Sequence[bytes], level: int, due: float | None
@@ -279,21 +288,24 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
                   due: float | None = None) -> None:
         """Send a copy of a delivered message (with the header counting its deliveries,
         or through the delay levels again), confirmed, before its original is acked."""
-        with self._publisher.lock, mapped_errors(self.settings):
-            self._publisher.declare_queue(queue)
-            routing_key = queue
-            if due is not None:
-                self._publisher.declare_delays()
-                routing_key, path = delay_path(round((due - time.time()) * 1000))
-                headers = {**headers, QUEUE_HEADER: queue, DUE_HEADER: due, **path}
-            channel = self._publisher.channel()
-            message = amqp.Message(
-                body, delivery_mode=2, priority=priority, message_id=uuid.uuid4().hex,
-                application_headers=headers,
-            )
-            channel.basic_publish(message, "", routing_key, mandatory=True)
-            self._confirms.next_tag += 1
-            self._await_confirms(self._confirms.next_tag - 1)
+        self._on_publisher(lambda: self._republish_confirmed(queue, body, headers, priority, due))
+
+    def _republish_confirmed(self, queue: str, body: bytes, headers: dict[str, Any],
+                             priority: int, due: float | None) -> None:
+        self._publisher.declare_queue(queue)
+        routing_key = queue
+        if due is not None:
+            self._publisher.declare_delays()
+            routing_key, path = delay_path(round((due - time.time()) * 1000))
+            headers = {**headers, QUEUE_HEADER: queue, DUE_HEADER: due, **path}
+        channel = self._publisher.channel()
+        message = amqp.Message(
+            body, delivery_mode=2, priority=priority, message_id=uuid.uuid4().hex,
+            application_headers=headers,
+        )
+        channel.basic_publish(message, "", routing_key, mandatory=True)
+        self._confirms.next_tag += 1
+        self._await_confirms(self._confirms.next_tag - 1)
 
     # queues -----------------------------------------------------------------------------
     def queues(self) -> list[QueueStats]:
@@ -301,20 +313,24 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
         ``known_queues``): AMQP cannot list a vhost's queues without the management
         plugin. Messages waiting in the delay levels are counted per level, not per
         queue, so ``scheduled`` is 0 here (docs/architecture.md)."""
+        return self._on_publisher(self._queue_stats)
+
+    def _queue_stats(self) -> list[QueueStats]:
         stats: list[QueueStats] = []
-        with self._publisher.lock, mapped_errors(self.settings):
-            for name in sorted(self._seen_queues):
-                self._publisher.declare_queue(name)
-                _, ready, _ = self._publisher.channel().queue_declare(name, passive=True)
-                stats.append(QueueStats(name, int(ready)))
+        for name in sorted(self._seen_queues):
+            self._publisher.declare_queue(name)
+            _, ready, _ = self._publisher.channel().queue_declare(name, passive=True)
+            stats.append(QueueStats(name, int(ready)))
         return stats
 
     def purge(self, queues: Sequence[str]) -> int:
+        return self._on_publisher(lambda: self._purge(queues))
+
+    def _purge(self, queues: Sequence[str]) -> int:
         count = 0
-        with self._publisher.lock, mapped_errors(self.settings):
-            for name in queues:
-                self._publisher.declare_queue(name)
-                count += int(self._publisher.channel().queue_purge(name) or 0)
+        for name in queues:
+            self._publisher.declare_queue(name)
+            count += int(self._publisher.channel().queue_purge(name) or 0)
         return count
 
     def close(self) -> None:
