@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from conveyor import chain, chord, group
+from conveyor.exceptions import ChordError, TimeLimitExceeded
 from conveyor.result import AsyncResult
 
 from ..apps import amqp_seed
@@ -91,6 +92,26 @@ def test_a_hard_time_limit_is_failed_once_not_redelivered(
     time.sleep(3)  # the killed child's message came back; it must not run again
     assert list(runs(seed["AMQP_SIDE_URL"], "limit").values()) == [b"1"]
     assert result.state == "FAILURE"
+
+
+def test_a_header_task_killed_at_its_time_limit_fails_the_chord_on_rabbitmq(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    """The supervisor has no message body on AMQP (no leases): the redelivered message
+    of the killed task settles its workflow step, so the chord completes (failed, with
+    a ChordError) and a chain behind a killed task fails, instead of waiting forever."""
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "2", env=seed)
+    result = chord([amqp_seed.add.s(1, 1), amqp_seed.overrun.si("chord")], amqp_seed.tsum.s())()
+    with pytest.raises(TimeLimitExceeded):  # the header task's own error, as Celery's
+        result.get(timeout=20)
+    error = result.get(timeout=20, propagate=False)
+    assert isinstance(error, ChordError) and "TimeLimitExceeded" in str(error)
+    flow = chain(amqp_seed.overrun.si("chain"), amqp_seed.add.s(1))()
+    with pytest.raises(TimeLimitExceeded):
+        flow.get(timeout=20)
+    assert [list(runs(seed["AMQP_SIDE_URL"], key).values()) for key in ("chord", "chain")] == [
+        [b"1"], [b"1"]
+    ]
 
 
 def test_amqp_without_a_result_backend_is_a_clear_error(amqp_url: str) -> None:

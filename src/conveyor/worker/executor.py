@@ -28,6 +28,7 @@ from ..exceptions import (
     TaskRevokedError,
 )
 from ..message import Envelope, decode_envelope, message_head
+from ..result import exception_from_meta
 from ..serializers import accepted
 from ..stores.results import ResultMeta, decode_meta, encode_meta, error_meta
 from ..stores.transport import Delivery, ResultWrite, TransportConsumer, leases_of
@@ -141,7 +142,8 @@ class Executor:
         attempt.request = request
         ended = self._ended_before(delivery, envelope.id)
         if ended is not None:
-            attempt.outcome = Outcome(None, ended)  # acked, not run again
+            self._settle_ended(request, ended)
+            attempt.outcome = Outcome(None, ended[0].status)  # acked, not run again
             return False
         task = self.app.tasks.get(envelope.task)
         if task is None or self.gate.watches(envelope.task):
@@ -159,19 +161,33 @@ class Executor:
             self.consumer.ack(delivery)
         return True
 
-    def _ended_before(self, delivery: Delivery, task_id: str) -> str | None:
-        """The final state of a redelivered message's task, when the transport has no
-        leases (AMQP) and one is stored: the prefork supervisor ended it (hard time
-        limit, terminate, lost child) but cannot discard what the dead child's connection
-        gave back, or a worker died between storing the outcome and the ack. Such a
-        message is acked without running again."""
+    def _ended_before(self, delivery: Delivery, task_id: str) -> tuple[ResultMeta, bytes] | None:
+        """The final state (and its stored record) of a redelivered message's task, when
+        the transport has no leases (AMQP) and one is stored: the prefork supervisor
+        ended it (hard time limit, terminate, lost child) but cannot discard what the
+        dead child's connection gave back, or a worker died between storing the outcome
+        and the ack. Such a message is acked without running again."""
         if not delivery.redelivered or self._leased:
             return None
         raw = self.app.backend.get(task_id)
         if raw is None:
             return None
-        status = decode_meta(raw).status
-        return status if status in states.READY_STATES else None
+        meta = decode_meta(raw)
+        return (meta, raw) if meta.status in states.READY_STATES else None
+
+    def _settle_ended(self, request: Context, ended: tuple[ResultMeta, bytes]) -> None:
+        """Do for a workflow step that failed for good what the supervisor that ended it
+        could not: without leases it never had the message, only the task id (issue
+        15). Its chord counts it, what follows fails, its errbacks run. Counting a chord
+        and failing what follows store the same records again, so a second settling
+        (the executor failed it normally and its worker died before the ack) changes
+        nothing; errbacks are at least once, like every task."""
+        meta, raw = ended
+        if meta.status not in (states.FAILURE, states.REVOKED) or not in_workflow(request):
+            return
+        assert request.id is not None
+        write = ResultWrite(request.id, raw, True)
+        self.workflow.failed(request, write, exception_from_meta(meta), meta.traceback, False)
 
     def _refuse_unread(self, delivery: Delivery) -> Outcome:
         """Refuse a message before decoding it: a poison one, or one too large."""
