@@ -30,3 +30,22 @@ def test_the_stream_is_bounded(make_transport: MakeTransport) -> None:
     # max_len are kept, the newest always.
     assert 500 <= len(kept) < 1500
     assert kept[-1][1] == b"2999"
+
+
+def test_a_saved_position_is_not_ahead_of_a_lost_streams_new_events(redis_url: str) -> None:
+    # Redis restarted without persistence (here: the stream key deleted): a reader's
+    # saved position must not hide the events written after.
+    from conveyor.stores import transport_from_url
+    from conveyor.stores.redis.transport import RedisTransport
+
+    transport = transport_from_url(redis_url)
+    assert isinstance(transport, RedisTransport)
+    try:
+        log = event_log_for(transport)
+        log.append([b"before"], max_len=100)
+        position = log.read(None, 10)[-1][0]
+        transport.client.delete(transport.keys.events)
+        log.append([b"after"], max_len=100)
+        assert [body for _, body in log.read(position, 10)] == [b"after"]
+    finally:
+        transport.close()

@@ -2,11 +2,13 @@
 
 Events are written in batches (a worker's flusher sends what it gathered every 200 ms),
 so each stream entry holds a batch: field ``e`` is up to :data:`EVENTS_PER_ENTRY` JSON
-lines joined by ``\\n``, and its id is ``<number of its last event>-0``, the events
-numbered from 1 over the stream's life (``append_events.lua``). An event's id for
-readers is its number. Measured on the drain benchmark: a pipeline of one ``XADD`` per
-event cost ~6.6 µs an event in redis-py plus ~1 µs in Redis, more than making the event;
-one entry per batch costs a fraction of a µs an event on each side.
+lines joined by ``\n``, and its id is ``<number of its last event>-0``, the events
+numbered on over the stream's life from the time in microseconds when the stream was
+made, so a position saved before Redis lost the stream is never ahead of new events
+(``append_events.lua``). An event's id for readers is its number. Measured on the
+drain benchmark: a pipeline of one ``XADD`` per event cost ~6.6 µs an event in redis-py
+plus ~1 µs in Redis, more than making the event; one entry per batch costs a fraction
+of a µs an event on each side.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class RedisEventLog(EventLog):
             self._append(keys=[self.key], args=args)
 
     def read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
-        done = int(after) if after else 0  # the number of the last event already read
+        # The number of the last event already read (the part before "-" of a position
+        # saved by an older conveyor, whose ids were stream ids).
+        done = int(after.split("-", 1)[0]) if after else 0
         events: list[tuple[str, bytes]] = []
         while len(events) < limit:
             # The entry holding event done + 1 is the first whose last event is >= it.
