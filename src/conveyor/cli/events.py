@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .main import AppContext
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 POLL_SECONDS = 0.5
 BATCH = 1000
@@ -18,7 +21,9 @@ BATCH = 1000
 @click.command()
 @click.option("--dump", is_flag=True, help="Print each event as one JSON line.")
 @click.option(
-    "--once", is_flag=True, help="Print what the stream holds now and exit (with --dump)."
+    "--once",
+    is_flag=True,
+    help="Show what the stream holds now and exit (the view once, or the lines with --dump).",
 )
 @click.pass_obj
 def events(obj: AppContext, dump: bool, once: bool) -> None:
@@ -27,9 +32,7 @@ def events(obj: AppContext, dump: bool, once: bool) -> None:
     from ..stores.eventlog import event_log_for
 
     log = event_log_for(obj.app.broker, obj.app.coordinator)
-    if once and not dump:
-        raise click.UsageError("--once goes with --dump")
-    view = None if dump else _LiveView()
+    view = None if dump else LiveView(live=not once)
     after: str | None = None
     try:
         while True:
@@ -40,20 +43,26 @@ def events(obj: AppContext, dump: bool, once: bool) -> None:
                     click.echo(body.decode())
                 else:
                     view.add(json.loads(body))
-            if view is not None:
-                view.render()
+            if not batch and once:
+                if view is not None:
+                    view.show()
+                return
+            if view is not None and not once:
+                view.show()
             if not batch:
-                if once:
-                    return
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         pass
+    finally:
+        if view is not None:
+            view.stop()
 
 
-class _LiveView:
-    """Rates, failures, the latest tasks and counts per task name."""
+class LiveView:
+    """Rates, failures, the latest tasks and counts per task name: redrawn in place on a
+    terminal (``live``), or printed once."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: bool = True) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -61,8 +70,21 @@ class _LiveView:
         self.latest: deque[dict[str, Any]] = deque(maxlen=10)
         self.failures: deque[dict[str, Any]] = deque(maxlen=5)
         self.done_times: deque[float] = deque(maxlen=10_000)
-        self.live = Live(console=Console(), refresh_per_second=4)
-        self.live.start()
+        self.console = Console()
+        self.live: Live | None = None
+        if live:
+            self.live = Live(console=self.console, refresh_per_second=4)
+            self.live.start()
+
+    def show(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+        else:
+            self.console.print(self.render())
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
 
     def add(self, event: dict[str, Any]) -> None:
         kind = str(event.get("type", ""))
@@ -77,7 +99,7 @@ class _LiveView:
         if state == "failed":
             self.failures.appendleft(event)
 
-    def render(self) -> None:
+    def render(self) -> RenderableType:
         from rich.console import Group
         from rich.table import Table
 
@@ -103,4 +125,4 @@ class _LiveView:
         failures.add_column("exception")
         for event in self.failures:
             failures.add_row(str(event.get("name")), str(event.get("exception")))
-        self.live.update(Group(names, latest, failures))
+        return Group(names, latest, failures)
