@@ -14,6 +14,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# `conveyor worker -P gevent|eventlet`: monkey-patch before the imports below (see there).
+from ._early_patch import patch_for_command_line
+
+patch_for_command_line()
+
+
 from . import states
 from .app import Conveyor, current_app, shared_task
 from .canvas import Signature, chain, chord, group, signature

@@ -521,7 +521,7 @@ class Conveyor:
 
     def _discover(self, packages: Any, related_name: str) -> None:
         if packages is None:
-            from django.conf import settings  # type: ignore[import-not-found]
+            from django.conf import settings
 
             packages = settings.INSTALLED_APPS
         if callable(packages):

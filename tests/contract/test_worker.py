@@ -2,9 +2,9 @@
 
 Redis, Redis Cluster and SQLite run real ``conveyor worker`` processes, killed for real:
 prefork, and again the asyncio pool (``-P asyncio``: its sync tasks run on its thread
-pool, beside the event loop). memory:// cannot cross processes, so its worker is the
-threads pool in this process (there is no process of its own to SIGKILL, so it skips
-that test).
+pool, beside the event loop), and on Redis the gevent pool (``-P gevent``). memory://
+cannot cross processes, so its worker is the threads pool in this process (there is no
+process of its own to SIGKILL, so it skips that test).
 """
 
 from __future__ import annotations
@@ -100,8 +100,12 @@ class Cluster:
 
 
 # The asyncio pool on Redis and SQLite (its consumer is the same on a Redis Cluster;
-# left out to keep the suite's time).
-@pytest.fixture(params=["redis", "cluster", "sqlite", "memory", "redis+asyncio", "sqlite+asyncio"])
+# left out to keep the suite's time), and the gevent pool on Redis.
+@pytest.fixture(
+    params=[
+        "redis", "cluster", "sqlite", "memory", "redis+asyncio", "sqlite+asyncio", "redis+gevent"
+    ]
+)
 def cluster(
     request: pytest.FixtureRequest,
     tmp_path: Path,

@@ -24,7 +24,7 @@ logger = logging.getLogger("conveyor.worker")
     "--concurrency",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Child processes (prefork) or threads. [default: number of CPUs]",
+    help="Child processes (prefork), threads or greenlets. [default: number of CPUs]",
 )
 @click.option(
     "--processes",
@@ -37,8 +37,8 @@ logger = logging.getLogger("conveyor.worker")
     "-P",
     "--pool",
     metavar="NAME",
-    help="Pool implementation: prefork, threads, solo, asyncio, or one registered with "
-    "conveyor.worker.pools.register_pool. [default: prefork]",
+    help="Pool implementation: prefork, threads, solo, asyncio, gevent, eventlet, or one "
+    "registered with conveyor.worker.pools.register_pool. [default: prefork]",
 )
 @click.option(
     "-Q",

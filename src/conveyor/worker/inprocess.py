@@ -13,18 +13,19 @@ import logging
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..stores.transport import leases_of
 from .identity import consumer_id
 from .keeper import LeaseKeeper
-from .loop import TRANSIENT, ConsumeLoop
+from .loop import TRANSIENT, ConsumeLoop, LoopConfig
 from .pool import Pool, RunningAttempt
 from .revocations import RevocationCache
 from .timelimits import Alarm, raise_in_thread
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from .executor import AttemptWatcher
     from .main import Worker
 
 __all__ = ["SoloPool", "ThreadsPool"]
@@ -56,13 +57,17 @@ class ThreadsPool(Pool):
 
             embedded = EmbeddedBeat(worker.app)
             embedded.start()  # before any thread of ours exists
-        signal.signal(signal.SIGTERM, worker.on_signal)
-        signal.signal(signal.SIGINT, worker.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
         try:
             return self.consume()
         finally:
             if embedded is not None:
                 embedded.stop()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: the worker's warm, then cold, shutdown."""
+        self.worker.on_signal(signum, frame)
 
     def consume(self) -> int:
         """Run the loops until the worker stops (any thread may call this)."""
@@ -70,7 +75,7 @@ class ThreadsPool(Pool):
         ready = threading.Semaphore(0)
         revocations = RevocationCache()
         _refresh(worker.app, revocations)  # a revoke issued before this worker started
-        config = worker.loop_config(revocations, self.watchers())
+        config = self.loop_config(revocations)
         self.loops = [
             ConsumeLoop(
                 worker.app,
@@ -97,7 +102,11 @@ class ThreadsPool(Pool):
         worker.retire()
         return 0
 
-    def watchers(self) -> tuple[Alarm, ...]:
+    def loop_config(self, revocations: RevocationCache) -> LoopConfig:
+        """The configuration of this pool's loops (the worker's, with its watchers)."""
+        return self.worker.loop_config(revocations, self.watchers())
+
+    def watchers(self) -> tuple[AttemptWatcher, ...]:
         return ()
 
     def run_loops(self, ready: threading.Semaphore) -> None:

@@ -1,8 +1,9 @@
 """The pool registry: ``-P <name>`` picks a :class:`~conveyor.worker.pool.Pool` class.
 
 ``prefork`` (the supervisor, worker/supervisor.py), ``threads`` and ``solo``
-(worker/inprocess.py) and ``asyncio`` (worker/asyncpool.py) are registered here;
-``register_pool`` adds another without touching the worker.
+(worker/inprocess.py), ``asyncio`` (worker/asyncpool.py), ``gevent`` and ``eventlet``
+(worker/green.py) are registered here; ``register_pool`` adds another without touching
+the worker.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
 from .asyncpool import AsyncioPool
+from .green import EventletPool, GeventPool
 from .inprocess import SoloPool, ThreadsPool
 from .pool import Pool
 from .supervisor import Supervisor
@@ -53,7 +55,7 @@ def pool_class(name: str) -> type[Pool]:
         ) from None
 
 
-for _builtin in (Supervisor, ThreadsPool, SoloPool, AsyncioPool):
+for _builtin in (Supervisor, ThreadsPool, SoloPool, AsyncioPool, GeventPool, EventletPool):
     register_pool(_builtin)
 
 

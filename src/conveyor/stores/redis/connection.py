@@ -261,6 +261,9 @@ def pool_from_url(
     read = RedisOptions.read(url, transport_options)
     # health_check_interval keeps idle pooled connections honest after a Redis restart.
     options.setdefault("health_check_interval", 10)
+    # redis-py 8 caps a pool at 100 connections; each consume loop of a worker holds one
+    # (-P threads or gevent with -c 100 needs more), so no cap, as before redis-py 8.
+    options.setdefault("max_connections", 2**31)
     if not url.startswith("unix:"):
         options.setdefault("socket_keepalive", True)  # TCP only: notice a vanished server
     if read.failover_timeout > 0:
