@@ -96,6 +96,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_release_seconds": 1.0,
     "worker_heartbeat_seconds": 2.0,
     "worker_revoke_expires": 10800.0,
+    # conveyor: --autoscale shrinks after this long idle (Celery's AUTOSCALE_KEEPALIVE)
+    "worker_autoscale_keepalive": 30.0,
     # modules and time
     "imports": (),
     "include": (),
@@ -180,6 +182,7 @@ ENVIRONMENT: dict[str, str] = {
     "CELERY_BROKER_URL": "broker_url",
     "CELERY_RESULT_BACKEND": "result_backend",
     "CONVEYOR_COORDINATOR_URL": "coordinator_url",
+    "AUTOSCALE_KEEPALIVE": "worker_autoscale_keepalive",  # Celery's variable
 }
 
 # Broker settings of Celery's that conveyor does not read: setting one is an error (it

@@ -34,9 +34,9 @@ def test_the_built_in_pools_are_registered_by_name() -> None:
 
 
 def test_an_unknown_pool_is_an_error_naming_the_registered_ones(app: Conveyor) -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown pool 'gevent': expected one of "
+    with pytest.raises(ConfigurationError, match=r"unknown pool 'curio': expected one of "
                        r"prefork, threads, solo"):
-        pool_class("gevent")
+        pool_class("curio")
     with pytest.raises(ConfigurationError, match="unknown pool 'nope'"):
         Worker(app, pool="nope")
 

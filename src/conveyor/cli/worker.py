@@ -10,6 +10,7 @@ import click
 from ..app import Conveyor
 from ..exceptions import ConfigurationError
 from ..limits import parse_rate
+from ..worker.autoscale import parse_autoscale
 from ..worker.logs import setup_logging
 from ..worker.main import Worker
 from .main import AppContext, loglevel_option
@@ -39,6 +40,12 @@ logger = logging.getLogger("conveyor.worker")
     metavar="NAME",
     help="Pool implementation: prefork, threads, solo, asyncio, gevent, eventlet, or one "
     "registered with conveyor.worker.pools.register_pool. [default: prefork]",
+)
+@click.option(
+    "--autoscale",
+    metavar="MAX,MIN",
+    help="Grow the pool up to MAX processes (prefork) or threads while tasks wait, and "
+    "shrink it to MIN when idle for worker_autoscale_keepalive seconds. Starts with MIN.",
 )
 @click.option(
     "-Q",
@@ -128,6 +135,7 @@ def worker(
     task_events: bool,
     log_format: str,
     metrics_port: int | None,
+    autoscale: str | None,
 ) -> None:
     """Start a worker that consumes tasks from the broker and runs them."""
     setup_logging(loglevel, log_format=log_format)  # until the app's settings are read
@@ -165,6 +173,7 @@ def worker(
         beat=beat,
         metrics_port=metrics_port,
         processes=processes,
+        autoscale=parse_autoscale(autoscale) if autoscale else None,
     )
     sys.exit(runner.start())
 

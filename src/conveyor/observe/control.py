@@ -116,7 +116,7 @@ class Control:
     def pool_grow(
         self, n: int = 1, destination: Destination = None, **kwargs: Any
     ) -> list[dict[str, Any]] | None:
-        """Add ``n`` processes to each prefork pool."""
+        """Add ``n`` processes (prefork) or threads to each pool that can grow."""
         return self.broadcast("pool_grow", {"n": int(n)}, destination=destination, **kwargs)
 
     def pool_shrink(

@@ -17,6 +17,7 @@ from .views import InProcessView, PreforkView
 if TYPE_CHECKING:
     from ..worker.loop import ConsumeLoop
     from ..worker.main import Worker
+    from ..worker.pool import Pool
     from ..worker.revocations import RevocationCache
     from ..worker.supervisor import Supervisor
     from .stream import EventStreamListener
@@ -30,7 +31,8 @@ POOL_CAPACITY = 64
 class WorkerObserver:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.capacity = max(POOL_CAPACITY, worker.concurrency * 4)
+        top = worker.autoscale[0] if worker.autoscale is not None else 0
+        self.capacity = max(POOL_CAPACITY, worker.concurrency * 4, top)
         self.board = TaskBoard(worker.app.tasks, self.capacity)
         worker.hooks.subscribe(CountingListener(self.board))
         self.stream: EventStreamListener | None = None
@@ -61,10 +63,14 @@ class WorkerObserver:
             self.stream.close()
 
     def in_process(
-        self, loops: list[ConsumeLoop], revocations: RevocationCache, stop: threading.Event
+        self,
+        loops: list[ConsumeLoop],
+        revocations: RevocationCache,
+        stop: threading.Event,
+        pool: Pool | None = None,
     ) -> None:
         """threads and solo: a thread of its own answers control commands."""
-        view = InProcessView(self.worker, loops, revocations)
+        view = InProcessView(self.worker, loops, revocations, pool)
         self.responder = ControlResponder(self.worker, view, self.board)
         self.responder.start_thread(stop)
 

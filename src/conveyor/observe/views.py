@@ -2,8 +2,9 @@
 
 The prefork view reads the supervisor's shared slots (what each child runs); the
 in-process view (threads, solo) reads the consume loops directly. Both change the
-worker through the pool's own small methods: grow/shrink (prefork only), a new queue
-list, and picking up changed task limits.
+worker through the pool's own small methods: grow/shrink (prefork and threads, through
+the pool's autoscaler when it has one: worker/autoscale.py), a new queue list, and
+picking up changed task limits.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..worker.loop import ConsumeLoop
     from ..worker.main import Worker
+    from ..worker.pool import Pool
     from ..worker.revocations import RevocationCache
     from ..worker.supervisor import Supervisor
 
-__all__ = ["InProcessView", "PreforkView", "RunningTask", "UnsupportedCommand", "WorkerView"]
+__all__ = [
+    "InProcessView",
+    "PreforkView",
+    "RunningTask",
+    "UnsupportedCommand",
+    "WorkerView",
+    "resize",
+]
 
 
 class UnsupportedCommand(Exception):
@@ -82,13 +91,14 @@ class PreforkView:
             "max-tasks-per-child": self.worker.max_tasks_per_child,
             "max-memory-per-child": self.worker.max_memory_per_child,
             "capacity": supervisor.slots.count,
+            **autoscaler_info(supervisor),
         }
 
     def grow(self, n: int) -> None:
-        self.supervisor.grow(n)
+        resize(self.supervisor, n)
 
     def shrink(self, n: int) -> None:
-        self.supervisor.shrink(n)
+        resize(self.supervisor, -n)
 
     def consume(self, queues: list[str]) -> None:
         # Children read the queue list when they start: replace them (each finishes its
@@ -102,11 +112,16 @@ class PreforkView:
 
 class InProcessView:
     def __init__(
-        self, worker: Worker, loops: list[ConsumeLoop], revocations: RevocationCache
+        self,
+        worker: Worker,
+        loops: list[ConsumeLoop],
+        revocations: RevocationCache,
+        pool: Pool | None = None,
     ) -> None:
         self.worker = worker
         self.loops = loops
         self.revocations = revocations
+        self.pool = pool
 
     def running(self) -> list[RunningTask]:
         running = []
@@ -127,18 +142,24 @@ class InProcessView:
     def pool_info(self) -> dict[str, Any]:
         return {
             "implementation": self.worker.pool,
-            "max-concurrency": len(self.loops),
+            "max-concurrency": self.pool.concurrency if self.pool is not None else len(self.loops),
             "processes": [os.getpid()],
             "max-tasks-per-child": None,
+            **autoscaler_info(self.pool),
         }
 
     def grow(self, n: int) -> None:
-        raise UnsupportedCommand(f"pool_grow needs the prefork pool (this is {self.worker.pool})")
+        resize(self._scalable("pool_grow"), n)
 
     def shrink(self, n: int) -> None:
-        raise UnsupportedCommand(
-            f"pool_shrink needs the prefork pool (this is {self.worker.pool})"
-        )
+        resize(self._scalable("pool_shrink"), -n)
+
+    def _scalable(self, command: str) -> Pool:
+        if self.pool is None or not self.pool.scalable:
+            raise UnsupportedCommand(
+                f"{command} needs the prefork or threads pool (this is {self.worker.pool})"
+            )
+        return self.pool
 
     def consume(self, queues: list[str]) -> None:
         self.worker.queues[:] = queues  # the list the loops' config holds
@@ -147,3 +168,23 @@ class InProcessView:
 
     def reload(self) -> None:
         """Task limits are read from the task objects at each start: nothing to do."""
+
+
+def resize(pool: Any, n: int) -> None:
+    """pool_grow (n > 0) / pool_shrink (n < 0): through the pool's autoscaler when it
+    has one, so it moves its bounds rather than undo the change at its next tick."""
+    autoscaler = getattr(pool, "autoscaler", None)
+    if autoscaler is not None:
+        autoscaler.force(n)
+    elif n > 0:
+        pool.grow(n)
+    elif n < 0:
+        pool.shrink(-n)
+
+
+def autoscaler_info(pool: Any) -> dict[str, Any]:
+    """Celery's ``stats()["autoscaler"]``: the bounds and the size now, when autoscaling."""
+    autoscaler = getattr(pool, "autoscaler", None)
+    if autoscaler is None:
+        return {}
+    return {"autoscaler": {"max": autoscaler.max, "min": autoscaler.min, "qty": pool.concurrency}}

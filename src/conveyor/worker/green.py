@@ -92,6 +92,7 @@ class GreenPool(ThreadsPool):
 
     name: ClassVar[str] = "green"
     raises_time_limits: ClassVar[bool] = True
+    scalable: ClassVar[bool] = False  # its loops are greenlets started once (run_loops)
     lib_class: ClassVar[type[GreenLib]]
 
     def __init__(self, worker: Worker, threads: int | None = None) -> None:

@@ -9,10 +9,13 @@ and exits: threads cannot be killed, but their leases can be given back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..stores.transport import leases_of
@@ -38,11 +41,16 @@ class ThreadsPool(Pool):
     asynchronously in its thread (``PyThreadState_SetAsyncExc``, timelimits.py)."""
 
     name: ClassVar[str] = "threads"
+    scalable: ClassVar[bool] = True
 
     def __init__(self, worker: Worker, threads: int | None = None) -> None:
         super().__init__(worker)
         self.threads = max(1, threads if threads is not None else worker.concurrency)
         self.loops: list[ConsumeLoop] = []
+        self.runners: list[threading.Thread] = []
+        self.autoscaler = worker.autoscaler(self) if self.scalable else None
+        self._resizing = threading.RLock()  # the autoscaler and control commands
+        self._numbered = 0  # loops made so far: each new one gets the next number
 
     @property
     def concurrency(self) -> int:
@@ -75,16 +83,8 @@ class ThreadsPool(Pool):
         ready = threading.Semaphore(0)
         revocations = RevocationCache()
         _refresh(worker.app, revocations)  # a revoke issued before this worker started
-        config = self.loop_config(revocations)
-        self.loops = [
-            ConsumeLoop(
-                worker.app,
-                config,
-                consumer_id(worker.hostname, f"{worker.pool}-{i + 1}"),
-                on_ready=ready.release,
-            )
-            for i in range(self.concurrency)
-        ]
+        self.config = self.loop_config(revocations)
+        self.loops = [self._new_loop(ready.release) for _ in range(self.concurrency)]
         keeper = LeaseKeeper(
             worker.app,
             self.loops,
@@ -94,13 +94,19 @@ class ThreadsPool(Pool):
             pool=self,
         )
         keeper.start()
-        worker.observer.in_process(self.loops, revocations, worker.stop)
+        worker.observer.in_process(self.loops, revocations, worker.stop, self)
         worker.on_cold = self.cold_stop
         self.run_loops(ready)
         worker.stop.set()
         keeper.join(2)
         worker.retire()
         return 0
+
+    def _new_loop(self, on_ready: Callable[[], None] | None = None) -> ConsumeLoop:
+        self._numbered += 1
+        worker = self.worker
+        cid = consumer_id(worker.hostname, f"{worker.pool}-{self._numbered}")
+        return ConsumeLoop(worker.app, self.config, cid, on_ready=on_ready)
 
     def loop_config(self, revocations: RevocationCache) -> LoopConfig:
         """The configuration of this pool's loops (the worker's, with its watchers)."""
@@ -111,21 +117,64 @@ class ThreadsPool(Pool):
 
     def run_loops(self, ready: threading.Semaphore) -> None:
         worker = self.worker
-        runners = [
-            threading.Thread(target=loop.run, name=f"conveyor-{i + 1}")
-            for i, loop in enumerate(self.loops)
-        ]
-        for runner in runners:
-            runner.start()
-        _announce_when_ready(worker, ready, len(runners))
-        worker.stop.wait()
-        for runner in runners:
-            runner.join(worker.shutdown_timeout)
-        if any(r.is_alive() for r in runners):
+        for loop in self.loops:
+            self._start(loop)
+        _announce_when_ready(worker, ready, len(self.loops))
+        autoscaler = self.autoscaler
+        while not worker.stop.wait(1.0):
+            if autoscaler is not None:
+                with self._resizing:
+                    autoscaler.tick()
+        deadline = time.monotonic() + worker.shutdown_timeout
+        for runner in list(self.runners):
+            runner.join(max(0.0, deadline - time.monotonic()))
+        if any(r.is_alive() for r in self.runners):
             logger.warning(
                 "tasks still running after %ss: requeueing them", worker.shutdown_timeout
             )
             self.cold_stop()
+
+    def _start(self, loop: ConsumeLoop) -> None:
+        runner = threading.Thread(target=self._run_loop, args=(loop,), name=loop.consumer_id)
+        self.runners.append(runner)
+        runner.start()
+
+    def _run_loop(self, loop: ConsumeLoop) -> None:
+        try:
+            loop.run()
+        finally:
+            if loop.retired:  # let go by shrink: the keeper no longer renews it
+                with contextlib.suppress(ValueError):
+                    self.loops.remove(loop)
+                with contextlib.suppress(ValueError):
+                    self.runners.remove(threading.current_thread())
+
+    # resizing (--autoscale, pool_grow, pool_shrink) -----------------------------------
+    def busy(self) -> int:
+        """How many of the pool's loops hold a task now (running or leased next)."""
+        return sum(
+            1 for loop in list(self.loops) if (loop.running or loop.buffer) and not loop.retired
+        )
+
+    def grow(self, n: int) -> None:
+        """Start ``n`` more loops, each on a thread of its own."""
+        with self._resizing:
+            for _ in range(n):
+                loop = self._new_loop()
+                self.loops.append(loop)
+                self._start(loop)
+            self.threads += n
+
+    def shrink(self, n: int) -> None:
+        """Let ``n`` loops go after their running task, the idle ones first."""
+        with self._resizing:
+            if self.threads - n < 1:
+                raise ValueError(f"the pool has {self.threads} threads; it keeps at least 1")
+            serving = [loop for loop in self.loops if not loop.retired]
+            serving.sort(key=lambda loop: bool(loop.running))  # idle first
+            for loop in serving[:n]:
+                loop.retire()
+            self.threads -= n
 
     def interrupt(self, attempt: RunningAttempt, exc_type: type[BaseException]) -> None:
         for loop in self.loops:
@@ -155,6 +204,7 @@ class SoloPool(ThreadsPool):
 
     name: ClassVar[str] = "solo"
     raises_time_limits: ClassVar[bool] = True
+    scalable: ClassVar[bool] = False
 
     def __init__(self, worker: Worker, threads: int | None = None) -> None:
         super().__init__(worker, 1)

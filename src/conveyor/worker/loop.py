@@ -138,8 +138,14 @@ class ConsumeLoop:
         finally:
             self._shutdown()
 
+    retired = False  # let go by a shrinking pool: ends after its running task
+
+    def retire(self) -> None:
+        """End after the running task, giving back what never started (pool_shrink)."""
+        self.retired = True
+
     def _done(self) -> bool:
-        if self.stop.is_set():
+        if self.stop.is_set() or self.retired:
             return True
         return self.max_tasks is not None and self.tasks_run >= self.max_tasks
 

@@ -25,6 +25,7 @@ from .logs import LoggingListener
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from .autoscale import Autoscaler, Scalable
     from .executor import AttemptWatcher
     from .loop import ConsumeLoop, LoopConfig
     from .pool import Pool
@@ -51,6 +52,7 @@ class Worker:
         beat: bool = False,
         metrics_port: int | None = None,
         processes: int | None = None,
+        autoscale: tuple[int, int] | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -71,6 +73,14 @@ class Worker:
         # --processes: event-loop processes of the asyncio pool, each running up to
         # ``concurrency`` tasks at once (other pools take their size from -c alone).
         self.processes = max(1, processes or 1)
+        # --autoscale=MAX,MIN: start with MIN, as Celery does (worker/autoscale.py).
+        self.autoscale = autoscale
+        if autoscale is not None:
+            if not self.pool_class.scalable:
+                raise ConfigurationError(
+                    f"--autoscale needs a pool that can grow: prefork or threads (not {self.pool})"
+                )
+            self.concurrency = autoscale[1]
         self.hostname = expand_hostname(hostname)
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
@@ -144,6 +154,25 @@ class Worker:
         if leases_of(self.app.broker) is None:
             logger.info("transport %s: deliveries end with their connection (no leases)",
                         type(self.app.broker).__name__)
+
+    def autoscaler(self, pool: Scalable) -> Autoscaler | None:
+        """The autoscaler of ``pool`` when --autoscale was given."""
+        if self.autoscale is None:
+            return None
+        from .autoscale import Autoscaler
+
+        keepalive = float(self.app.conf.worker_autoscale_keepalive)
+        return Autoscaler(pool, self.autoscale, self.waiting, keepalive)
+
+    def waiting(self) -> int:
+        """Messages ready in this worker's queues (0 while the broker is unreachable)."""
+        from .loop import TRANSIENT
+
+        try:
+            stats = self.app.broker.queues()
+        except TRANSIENT:
+            return 0
+        return sum(q.ready for q in stats if q.name in self.queues)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT of an in-process pool: the first is a warm shutdown, the

@@ -77,6 +77,9 @@ class Pool(ABC):
     # The pool raises the soft and hard time limits itself (solo's SIGALRM); otherwise
     # the keeper raises them through interrupt().
     raises_time_limits: ClassVar[bool] = False
+    # It can add and remove processes or threads while it runs (worker/autoscale.py:
+    # --autoscale, pool_grow, pool_shrink); it then has busy(), grow(n) and shrink(n).
+    scalable: ClassVar[bool] = False
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker

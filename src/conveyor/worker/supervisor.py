@@ -79,6 +79,7 @@ class Supervisor(Pool):
     forks: ClassVar[bool] = True
     # Each child's SIGALRM raises its soft limit; the hard limit is this process's kill.
     raises_time_limits: ClassVar[bool] = True
+    scalable: ClassVar[bool] = True
 
     def __init__(self, worker: Worker, concurrency: int | None = None) -> None:
         super().__init__(worker)
@@ -99,6 +100,7 @@ class Supervisor(Pool):
         # back to the queue (bounded by task_max_deliveries); False records it as failed
         # with WorkerLostError, as Celery does by default.
         self.reject_on_worker_lost = bool(conf.task_reject_on_worker_lost)
+        self.autoscaler = worker.autoscaler(self)  # --autoscale, ticked with the leases
 
     @property
     def concurrency(self) -> int:
@@ -306,6 +308,14 @@ class Supervisor(Pool):
             logger.info("worker child %d (pid %d) %s", child.index, child.pid, how)
 
     # run-time changes (app.control; observe/views.py) ---------------------------------
+    def busy(self) -> int:
+        """How many of the pool's children run a task now (autoscale)."""
+        return sum(
+            1
+            for child in self.children.values()
+            if not child.stopping and self.slots.read(child.index - 1) is not None
+        )
+
     def grow(self, n: int) -> None:
         """pool_grow: start ``n`` more children."""
         target = self.processes + n
@@ -421,6 +431,8 @@ class Supervisor(Pool):
             if moved:
                 logger.warning("requeued %d tasks from workers that stopped renewing", moved)
             self.worker.heartbeat()
+            if self.autoscaler is not None:
+                self.autoscaler.tick()
         except TRANSIENT as exc:
             logger.debug("supervisor: broker unreachable (%s)", exc)
         self._check_memory()
