@@ -497,6 +497,10 @@ class Conveyor:
     def import_default_modules(self) -> None:
         """Import the modules in ``include`` and ``imports``, and those
         ``autodiscover_tasks`` put off (the worker and beat do this at start)."""
+        # In a Django project, tasks.py modules import models: the app registry first.
+        from .contrib.django.fixup import setup_if_configured
+
+        setup_if_configured()
         for module in (*self.conf.imports, *self.conf.include):
             importlib.import_module(module)
         pending, self._autodiscover = self._autodiscover, []

@@ -274,13 +274,17 @@ class Settings(MutableMapping[str, Any]):
                 applied.add(name)
 
     def from_object(self, obj: Any, namespace: str | None = None) -> None:
-        """Read settings from a module, a dotted module name, a class or a mapping.
+        """Read settings from a module, a dotted module name, ``"module:attribute"``
+        (``"django.conf:settings"``), a class or a mapping.
 
         Reads lower-case Celery names, old upper-case names, and with ``namespace="CELERY"``
         Django-style ``CELERY_BROKER_URL`` names.
         """
         if isinstance(obj, str):
-            obj = importlib.import_module(obj)
+            module, _, attribute = obj.partition(":")
+            obj = importlib.import_module(module)
+            if attribute:
+                obj = getattr(obj, attribute)
         items = obj.items() if isinstance(obj, Mapping) else _public_attributes(obj)
         prefix = f"{namespace}_" if namespace else None
         for key, value in items:

@@ -351,6 +351,26 @@ class Task(Generic[P, R]):
         )
         return self._ticket(sent, bool(ignore_result))
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Django: ``delay`` once the current database transaction commits; nothing is
+        sent if it rolls back (Celery's ``DjangoTask.delay_on_commit``). Returns None:
+        the task id does not exist until the commit."""
+        from .contrib.django.transaction import on_commit
+
+        on_commit(lambda: self.apply_async(args, kwargs))
+
+    def apply_async_on_commit(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Django: ``apply_async`` once the current transaction commits (see
+        :meth:`delay_on_commit`)."""
+        from .contrib.django.transaction import on_commit
+
+        on_commit(lambda: self.apply_async(args, kwargs, **options))
+
     def _ticket(self, task_id: str, ignore_result: bool) -> AsyncResult[R]:
         """The result of a send; with no result to be stored, ``get()`` returns None at
         once instead of waiting forever (Celery's ``AsyncResult.ignored``)."""

@@ -38,6 +38,9 @@ add.delay("one", 2)  # type: ignore[arg-type]
 add.delay(1)  # type: ignore[call-arg]
 greet.delay(name=3)  # type: ignore[arg-type]
 bound.delay(1)  # type: ignore[arg-type]
+# Django (issue 14): the same checks on delay_on_commit, which returns nothing.
+add.delay_on_commit(1, 2)
+add.delay_on_commit("one", 2)  # type: ignore[arg-type]
 
 celery_app: Conveyor = Celery("same-class")
 

@@ -114,6 +114,9 @@ class Worker:
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         self.app.import_default_modules()
+        from ..contrib.django.fixup import install as install_django_fixup
+
+        install_django_fixup(self)  # DJANGO_SETTINGS_MODULE set: connections handled
         # What the configuration lacks fails here, at start, not mid-run.
         self._check_transport()
         _ = self.app.coordinator
