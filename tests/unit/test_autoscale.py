@@ -3,6 +3,8 @@ workers are in tests/integration/test_autoscale.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conveyor.exceptions import ConfigurationError
@@ -72,3 +74,16 @@ def test_pool_grow_and_shrink_move_the_bounds() -> None:
     assert (pool.size, scaler.max) == (5, 5)
     scaler.force(-4)
     assert (pool.size, scaler.min) == (1, 1)
+
+
+@pytest.mark.parametrize("pool", ["solo", "asyncio", "gevent", "eventlet"])
+def test_autoscale_is_refused_on_a_pool_that_cannot_grow_by_it(pool: str, tmp_path: Path) -> None:
+    from conveyor import Conveyor
+    from conveyor.worker.main import Worker
+
+    app = Conveyor("autoscale-refused", broker=f"sqlite:///{tmp_path / 'broker.db'}")
+    try:
+        with pytest.raises(ConfigurationError, match=f"--autoscale needs .* \\(not {pool}\\)"):
+            Worker(app, pool=pool, autoscale=(4, 1))
+    finally:
+        app.close()

@@ -36,6 +36,9 @@ class AsyncioPool(Supervisor):
     name: ClassVar[str] = "asyncio"
     # The children's keepers raise the soft and hard limits through interrupt().
     raises_time_limits: ClassVar[bool] = False
+    # --autoscale sizes processes by busy slots, one task each: not this pool's shape
+    # (pool_grow/pool_shrink still add and remove event-loop processes).
+    scalable: ClassVar[bool] = False
 
     def __init__(self, worker: Worker, concurrency: int | None = None) -> None:
         super().__init__(worker, worker.processes)
