@@ -28,11 +28,17 @@ from pathlib import Path
 
 from .support import free_port
 
-# What docs/architecture.md tells an operator of RabbitMQ < 3.12 to set, where a queue
-# cannot carry its own x-consumer-timeout: no delivery-acknowledgement timeout, so a
-# 3-hour task on a live worker is never redelivered (the worker's death is seen by the
-# closed connection and its heartbeat, not by a timer).
-ADVANCED_CONFIG = "[{rabbit, [{consumer_timeout, undefined}]}].\n"
+
+# What docs/architecture.md tells an operator of RabbitMQ < 3.11.15 to set, where a
+# consumer cannot carry its own x-consumer-timeout: no delivery-acknowledgement timeout,
+# so a 3-hour task on a live worker is never redelivered (the worker's death is seen by
+# the closed connection and its heartbeat, not by a timer). A node made with
+# ``consumer_timeout_ms`` has that timeout instead (to show what it does). Channels
+# check the timeout every ``channel_tick_interval`` (60 s by default): 200 ms here, so a
+# test sees in a second what a timeout would do.
+def advanced_config(consumer_timeout_ms: int | None) -> str:
+    timeout = "undefined" if consumer_timeout_ms is None else str(consumer_timeout_ms)
+    return f"[{{rabbit, [{{consumer_timeout, {timeout}}}, {{channel_tick_interval, 200}}]}}].\n"
 
 
 VHOSTS = 40  # one per test that asks (``vhost_url()``), made at boot with the definitions
@@ -86,11 +92,31 @@ def amqp_answers(port: int) -> bool:
         return False
 
 
+def _accepts(port: int) -> bool:
+    """True when something accepts TCP connections on ``port`` (the TLS listener)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class RabbitNode:
     """``rabbitmq-server`` on free ports; ``url`` is the amqp:// URL of its default vhost."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        consumer_timeout_ms: int | None = None,
+        tls_dir: Path | None = None,
+    ) -> None:
+        """``tls_dir`` (ca.pem, server.pem, server.key) adds a TLS listener on
+        ``tls_port`` that asks clients for a certificate signed by that CA."""
         self.directory = directory
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self.tls_dir = tls_dir
+        self.tls_port = free_port() if tls_dir is not None else 0
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
@@ -102,6 +128,10 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    @property
+    def tls_url(self) -> str:
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}//"
 
     def _write_config(self) -> None:
         for name in ("home", "mnesia", "log"):
@@ -115,8 +145,18 @@ class RabbitNode:
             "disk_free_limit.absolute = 1MB\n"
             f"load_definitions = {self.directory / 'definitions.json'}\n"
         )
+        if self.tls_dir is not None:
+            with (self.directory / "rabbitmq.conf").open("a") as conf:
+                conf.write(
+                    f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                    f"ssl_options.cacertfile = {self.tls_dir / 'ca.pem'}\n"
+                    f"ssl_options.certfile = {self.tls_dir / 'server.pem'}\n"
+                    f"ssl_options.keyfile = {self.tls_dir / 'server.key'}\n"
+                    "ssl_options.verify = verify_peer\n"
+                    "ssl_options.fail_if_no_peer_cert = true\n"
+                )
         (self.directory / "definitions.json").write_text(json.dumps(definitions(VHOSTS)))
-        (self.directory / "advanced.config").write_text(ADVANCED_CONFIG)
+        (self.directory / "advanced.config").write_text(advanced_config(self.consumer_timeout_ms))
         (self.directory / "enabled_plugins").write_text("[].\n")
 
     def environment(self) -> dict[str, str]:
@@ -155,7 +195,7 @@ class RabbitNode:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not amqp_answers(self.port):
+        while not amqp_answers(self.port) or (self.tls_port and not _accepts(self.tls_port)):
             if self.process.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited: {self.tail()}")
             if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ and the side channel where tasks record their runs (AMQP_SIDE_URL).
 from __future__ import annotations
 
 import os
+import ssl
 import time
 
 import redis
@@ -25,6 +26,17 @@ app.conf.update(
     broker_heartbeat=10,
     broker_connection_retry_on_startup=True,
 )
+
+# amqps:// with a client certificate: Celery's broker_use_ssl for py-amqp, read from the
+# directory the TLS test writes (ca.pem, client.pem, client.key).
+if os.environ.get("AMQP_TLS_DIR"):
+    _tls = os.environ["AMQP_TLS_DIR"]
+    app.conf.broker_use_ssl = {
+        "ca_certs": f"{_tls}/ca.pem",
+        "certfile": f"{_tls}/client.pem",
+        "keyfile": f"{_tls}/client.key",
+        "cert_reqs": ssl.CERT_REQUIRED,
+    }
 
 _side: redis.Redis | None = None
 

@@ -256,3 +256,61 @@ def test_node_restart_under_load_loses_nothing_confirmed(
         consumer_side.close()
     finally:
         node.close()
+
+
+def _held_past_the_timeout(url: str, hold: float) -> tuple[list[Delivery], list[Delivery]]:
+    """A consumer takes a message and "runs" it for ``hold`` seconds, then acks it; another
+    consumer watches the queue meanwhile. Returns what each of them got."""
+    transport = amqp(url)
+    transport.publish("long", [b"three-hour task"])
+    runner = transport.consumer(["long"], "runner", 10)
+    taken = runner.fetch(1, 2.0)
+    watcher = transport.consumer(["long"], "watcher", 10)
+    seen: list[Delivery] = []
+    deadline = time.monotonic() + hold
+    while time.monotonic() < deadline:
+        for delivery in watcher.fetch(1, 0.2):
+            seen.append(delivery)
+            watcher.ack(delivery)
+    for delivery in taken:
+        runner.ack(delivery)  # on a closed channel: dropped with a warning, never a crash
+    assert runner.fetch(1, 0.2) == []  # and the runner's loop goes on (reconnects)
+    transport.close()
+    return taken, seen
+
+
+def test_a_task_held_past_consumer_timeout_is_not_redelivered_with_the_operator_setting(
+    amqp_url: str,
+) -> None:
+    """The suite's node runs as docs/architecture.md tells an operator of RabbitMQ <
+    3.11.15 (consumer_timeout off) and checks its channels every 200 ms: a delivery held
+    3 s (past the 1 s timeout of the test below) stays with its live consumer."""
+    taken, seen = _held_past_the_timeout(amqp_url, 3.0)
+    assert [d.body for d in taken] == [b"three-hour task"]
+    assert seen == []
+
+
+def test_consumer_timeout_on_the_node_redelivers_a_long_task_before_rabbitmq_3_11_15(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What happens when the operator leaves consumer_timeout on (1 s here): from 3.11.15
+    conveyor's per-consumer x-consumer-timeout overrides it and nothing is redelivered;
+    before (the machine's 3.10), RabbitMQ closes the runner's channel and hands the task
+    to another consumer, and conveyor says so with the setting to change. This is the
+    failure mode the operator setting exists for, shown rather than assumed."""
+    node = RabbitNode(tmp_path, consumer_timeout_ms=1000)
+    node.start()
+    try:
+        probe = amqp(node.url)
+        probe.queues()  # connects: the node's version is in its server properties
+        version = probe._publisher.version
+        probe.close()
+        taken, seen = _held_past_the_timeout(node.url, 3.0)
+    finally:
+        node.close()
+    assert [d.body for d in taken] == [b"three-hour task"]
+    if version >= (3, 11, 15):
+        assert seen == []
+    else:
+        assert [(d.body, d.deliveries) for d in seen] == [(b"three-hour task", 2)]
+        assert "consumer_timeout" in caplog.text and "advanced.config" in caplog.text

@@ -8,20 +8,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from conveyor import chain, chord, group
-from conveyor.exceptions import ChordError, TimeLimitExceeded
+from conveyor.exceptions import ChordError, ConfigurationError, TimeLimitExceeded
 from conveyor.result import AsyncResult
+from conveyor.stores import transport_from_url
 
 from ..apps import amqp_seed
+from ..certs import issue
 from ..support import wait_for
+from ..support_rabbitmq import RabbitNode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,3 +184,49 @@ def test_the_event_stream_works_on_rabbitmq(
         return "task-succeeded" in kinds
 
     wait_for(succeeded, 20, what="the task-succeeded event in the stream")
+
+
+def test_amqps_with_a_client_certificate_end_to_end(
+    tmp_path: Path, redis_url: str, spawn_worker: Callable[..., object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """amqps:// to a node that asks for a client certificate (Celery's broker_use_ssl):
+    a worker runs a task and a countdown over TLS; a CA that does not match is a
+    ConfigurationError at once, not retried."""
+    ca = issue("conveyor test CA", ca=True)
+    ca.write(tmp_path, "ca")
+    issue("stranger CA", ca=True).write(tmp_path, "stranger-ca")
+    issue("127.0.0.1", issuer=ca, ip="127.0.0.1").write(tmp_path, "server")
+    issue("client", issuer=ca).write(tmp_path, "client")
+    (tmp_path / "node").mkdir()
+    node = RabbitNode(tmp_path / "node", tls_dir=tmp_path)
+    node.start()
+    try:
+        env = {
+            "CONVEYOR_BROKER_URL": node.tls_url,
+            "CONVEYOR_RESULT_BACKEND": redis_url,
+            "AMQP_SIDE_URL": redis_url,
+            "AMQP_TLS_DIR": str(tmp_path),
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        app = amqp_seed.app
+        app.conf.broker_url, app.conf.result_backend = node.tls_url, redis_url
+        app.conf.broker_use_ssl = {
+            "ca_certs": str(tmp_path / "ca.pem"),
+            "certfile": str(tmp_path / "client.pem"),
+            "keyfile": str(tmp_path / "client.key"),
+            "cert_reqs": ssl.CERT_REQUIRED,
+        }
+        spawn_worker(APP, node.tls_url, "-c", "1", env=env)
+        assert amqp_seed.add.delay(20, 22).get(timeout=20) == 42
+        assert amqp_seed.add.apply_async((1, 2), countdown=0.5).get(timeout=20) == 3
+        stranger = {**app.conf.broker_use_ssl, "ca_certs": str(tmp_path / "stranger-ca.pem")}
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError, match="certificate verification failed"):
+            transport_from_url(node.tls_url, use_ssl=stranger).publish("q", [b"x"])
+        assert time.monotonic() - started < 5
+        app.close()
+        app.conf.broker_use_ssl = None
+    finally:
+        node.close()

@@ -92,6 +92,11 @@ def transport_from_url(url: str, **options: Any) -> Transport:
             transport_options=options.get("transport_options"),
             use_ssl=options.get("use_ssl"),
         )
+    if scheme in AMQP_SCHEMES:
+        from .rabbitmq.transport import AmqpTransport
+
+        options.pop("key_prefix", None)
+        return AmqpTransport(url, **options)
     _no_tls(url, options.get("use_ssl"), "broker_use_ssl")
     if scheme == "sqlite":
         from .sqlite.transport import SQLiteTransport
@@ -101,11 +106,6 @@ def transport_from_url(url: str, **options: Any) -> Transport:
         from .memory.transport import MemoryTransport
 
         return MemoryTransport(url)
-    if scheme in AMQP_SCHEMES:
-        from .rabbitmq.transport import AmqpTransport
-
-        options.pop("key_prefix", None)
-        return AmqpTransport(url, **options)
     if scheme in _plugins:
         return _plugins[scheme](url, **options)
     raise ConfigurationError(
@@ -118,7 +118,7 @@ def transport_from_url(url: str, **options: Any) -> Transport:
 def _no_tls(url: str, use_ssl: Any, setting: str) -> None:
     # A TLS setting for a store that has no network connection is a mistake to say.
     if use_ssl:
-        raise ConfigurationError(f"{setting} is set, but {masked(url)!r} is not a Redis URL")
+        raise ConfigurationError(f"{setting} is set, but {masked(url)!r} is not a Redis or AMQP URL")
 
 
 BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, *CLUSTER_SCHEMES, "sqlite", "memory", "cache+memory"})

@@ -17,7 +17,14 @@ from typing import Any
 import amqp
 import amqp.exceptions
 
-from .connection import AmqpSettings, connect, connection_errors, server_version
+from .connection import (
+    CONSUMER_TIMEOUT_HINT,
+    AmqpSettings,
+    connect,
+    connection_errors,
+    link_errors,
+    server_version,
+)
 from .topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -101,7 +108,10 @@ class AmqpChannel:
 
     def lost(self, error: BaseException) -> None:
         """Forget a connection that failed; the next use opens a new one."""
-        logger.warning("RabbitMQ connection to %s lost: %s", self.settings.masked_url, error)
+        if "acknowledgement" in str(error) and "timed out" in str(error):
+            logger.error("%s: %s", CONSUMER_TIMEOUT_HINT, error)
+        else:
+            logger.warning("RabbitMQ connection to %s lost: %s", self.settings.masked_url, error)
         with self.lock:
             connection, self._connection, self._channel = self._connection, None, None
             if connection is not None:
@@ -143,7 +153,7 @@ class AmqpChannel:
                 if self._connection is not None:
                     self.drain(0)
                     self._connection.heartbeat_tick()
-            except connection_errors as exc:
+            except link_errors as exc:
                 self.lost(exc)
             finally:
                 self.lock.release()

@@ -25,9 +25,11 @@ from ...exceptions import BrokerUnavailable, ConfigurationError
 from ..urls import masked
 
 __all__ = [
+    "CONSUMER_TIMEOUT_HINT",
     "AmqpSettings",
     "connect",
     "connection_errors",
+    "link_errors",
     "mapped_errors",
     "parse_amqp_url",
     "server_version",
@@ -50,6 +52,19 @@ connection_errors: tuple[type[BaseException], ...] = (
     amqp.exceptions.RecoverableConnectionError,
     amqp.exceptions.ConnectionError,
     amqp.exceptions.RecoverableChannelError,
+)
+# What ends a consumer's link: the above, or the broker closing its channel (py-amqp
+# reopens a closed channel by itself, bare: no consumers, its delivery tags void). A
+# channel closed under a live consumer is RabbitMQ's consumer_timeout (PRECONDITION_FAILED
+# "delivery acknowledgement ... timed out"), or an ack of a tag the channel no longer has.
+link_errors: tuple[type[BaseException], ...] = (*connection_errors, amqp.exceptions.ChannelError)
+
+CONSUMER_TIMEOUT_HINT = (
+    "RabbitMQ's consumer_timeout closed the channel of a consumer still running a task: "
+    "its unacked messages went back to the queue and will run again. RabbitMQ < 3.11.15 "
+    "ignores conveyor's x-consumer-timeout: set consumer_timeout above the longest task "
+    "in rabbitmq.conf, or off in advanced.config ([{rabbit, [{consumer_timeout, "
+    "undefined}]}].) (docs/architecture.md, RabbitMQ)"
 )
 
 
@@ -144,6 +159,11 @@ def mapped_errors(settings: AmqpSettings) -> Iterator[None]:
         raise ConfigurationError(
             f"RabbitMQ at {settings.masked_url} does not allow vhost "
             f"{settings.virtual_host!r}: {exc}"
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        # A certificate that does not verify will not verify on the next try either.
+        raise ConfigurationError(
+            f"RabbitMQ at {settings.masked_url}: TLS certificate verification failed: {exc}"
         ) from None
     except connection_errors as exc:
         raise BrokerUnavailable(

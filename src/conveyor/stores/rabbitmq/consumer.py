@@ -33,7 +33,7 @@ import amqp
 
 from ...exceptions import BrokerUnavailable
 from ..transport import Delivery, ResultWrite, TransportConsumer
-from .connection import connection_errors, mapped_errors
+from .connection import link_errors, mapped_errors
 from .topology import DELIVERIES_HEADER, DUE_HEADER, conveyor_priority
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ __all__ = ["AmqpConsumer"]
 
 logger = logging.getLogger("conveyor.rabbitmq")
 
-RECONNECT_ON: tuple[type[BaseException], ...] = (*connection_errors, BrokerUnavailable)
+RECONNECT_ON: tuple[type[BaseException], ...] = (*link_errors, BrokerUnavailable)
 EARLY_TOLERANCE = 0.005  # seconds: an ETA message this close to due is due
 SLICE = 0.25  # seconds a fetch holds the connection lock at a time
 # Once a message came, the rest of the broker's burst is taken while frames keep coming
@@ -243,7 +243,7 @@ class AmqpConsumer(TransportConsumer):
             self._message_ids.pop(tag, None)
             try:
                 self._link.channel().basic_ack(tag)
-            except connection_errors as exc:
+            except link_errors as exc:
                 self._link.lost(exc)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -262,7 +262,7 @@ class AmqpConsumer(TransportConsumer):
                     if message_id:
                         self.transport.released[message_id] = delivery.deliveries
                     self._link.channel().basic_reject(tag, requeue=True)
-            except connection_errors as exc:
+            except link_errors as exc:
                 self._link.lost(exc)
 
     def release_later(self, deliveries: Sequence[Delivery]) -> None:
@@ -285,7 +285,7 @@ class AmqpConsumer(TransportConsumer):
         with self._link.lock:
             try:
                 self._link.channel().basic_qos(0, self._prefetch, not self._quorum)
-            except connection_errors as exc:
+            except link_errors as exc:
                 self._link.lost(exc)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ another store, and results go to any result backend. Its deliveries are not leas
 RabbitMQ holds a delivery for its consumer's connection, returns it the moment that
 connection dies (a SIGKILLed worker's messages go back at once) and never takes it from
 a live consumer (``x-consumer-timeout`` on every consumer, so a 3-hour task is not
-redelivered: see docs/architecture.md for RabbitMQ < 3.12).
+redelivered: see docs/architecture.md for RabbitMQ < 3.11.15).
 
 Every publish waits for RabbitMQ's publisher confirm, so a ``.delay()`` that returned
 is in the broker (persistent, on a durable queue); a batch is confirmed once, pipelined.
