@@ -118,7 +118,9 @@ def transport_from_url(url: str, **options: Any) -> Transport:
 def _no_tls(url: str, use_ssl: Any, setting: str) -> None:
     # A TLS setting for a store that has no network connection is a mistake to say.
     if use_ssl:
-        raise ConfigurationError(f"{setting} is set, but {masked(url)!r} is not a Redis or AMQP URL")
+        raise ConfigurationError(
+            f"{setting} is set, but {masked(url)!r} is not a Redis or AMQP URL"
+        )
 
 
 BACKEND_SCHEMES = frozenset({*REDIS_SCHEMES, *CLUSTER_SCHEMES, "sqlite", "memory", "cache+memory"})
