@@ -211,3 +211,53 @@ def test_history_survives_a_dashboard_restart(
         assert listed() == 5
     finally:
         client.close()
+
+
+def test_operator_actions_dead_letters_rate_limit_pool_and_shutdown(
+    tmp_path: Path, spawn_worker: Any, spawn_dashboard: Any, page: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    worker = spawn_worker(APP, url, "-c", "1", "-E")
+    client = Conveyor("client", broker=url)
+    try:
+        client.send_task("tests.apps.board.no_such_task", (1,))
+        wait_for(lambda: len(client.coordinator.dead_letters()) == 1, 15, what="a dead letter")
+        board = spawn_dashboard(url)
+
+        page.goto(board.url + "/dead")
+        rows = page.locator("#dead-table tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("no_such_task")
+        rows.first.get_by_role("button", name="Replay").click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator(".banner.note")).to_contain_text("Replayed 1 dead letter")
+        # Still unknown to the worker: back in the dead-letter queue.
+        wait_for(lambda: len(client.coordinator.dead_letters()) == 1, 15, what="dead again")
+        page.reload()
+        _confirm(page, "Purge all")
+        expect(page.locator(".banner.note")).to_contain_text("Deleted 1 dead letter")
+        expect(page.locator("#dead-table .empty")).to_be_visible()
+        assert client.coordinator.dead_letters() == []
+
+        page.goto(board.url + "/workers")
+        page.locator("select[name=task]").select_option(ADD)
+        page.locator("input[name=rate]").fill("5/s")
+        page.get_by_role("button", name="Set rate limit").click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator(".banner.note")).to_contain_text("rate limit 5/s")
+        assert client.coordinator.rate_limits() == {ADD: "5/s"}
+
+        row = page.locator("#worker-table tbody tr").first
+        expect(row.locator("td").nth(2)).to_have_text("1")
+        row.get_by_role("button", name="+1").click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator(".banner.note")).to_contain_text("pool grown by 1")
+        wait_for(lambda: len(worker.children()) == 2, 15, what="a second pool process")
+
+        row = page.locator("#worker-table tbody tr").first
+        row.get_by_role("button", name="Shut down").click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator(".banner.note")).to_contain_text("Shutdown sent")
+        assert worker.wait(20) == 0
+    finally:
+        client.close()

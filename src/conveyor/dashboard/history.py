@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,9 @@ class TaskFilter:
     since: float | None = None
     search: str | None = None
     search_args: bool = True
+    id_prefix: str | None = None  # tasks whose id starts so (the id index, no scan)
+    # The oldest (seen, seq) to look at: bounds a search's scan (see scan_floor).
+    floor: tuple[float, int] | None = None
 
 
 def fold_state(current: str | None, current_at: float, new: str, at: float) -> bool:
@@ -390,6 +393,13 @@ class History:
         if where.since is not None:
             clauses.append("seen >= ?")
             params.append(where.since)
+        if where.id_prefix:
+            # A subquery, so the planner walks the id index, not the listing's order.
+            clauses.append("seq IN (SELECT seq FROM tasks WHERE id >= ? AND id < ? LIMIT 1000)")
+            params.extend([where.id_prefix, where.id_prefix + "\U0010ffff"])
+        if where.floor is not None:
+            clauses.append("(seen, seq) >= (?, ?)")
+            params.extend(where.floor)
         if where.search:
             term = where.search.strip()
             if where.search_args:
@@ -401,6 +411,22 @@ class History:
                 clauses.append("id LIKE ? ESCAPE '\\'")
                 params.append(_escape_like(term) + "%")
         return clauses, params
+
+    def scan_floor(
+        self, before: tuple[float, int] | None, window: int
+    ) -> tuple[float, int] | None:
+        """The ``(seen, seq)`` of the task ``window`` rows older than ``before`` (from
+        the newest when None), or None when there are fewer. A substring search reads
+        every row it passes, so a page of it looks no further than this."""
+        sql = "SELECT seen, seq FROM tasks"
+        params: list[Any] = []
+        if before is not None:
+            sql += " WHERE (seen, seq) < (?, ?)"
+            params.extend(before)
+        sql += " ORDER BY seen DESC, seq DESC LIMIT 1 OFFSET ?"
+        params.append(window)
+        row = self.db.execute(sql, params).fetchone()
+        return None if row is None else (float(row[0]), int(row[1]))
 
     def task(self, task_id: str) -> TaskRow | None:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
@@ -471,18 +497,6 @@ class History:
             (hostname, limit),
         )
         return [TaskRow(*row) for row in rows]
-
-    def insert_many_for_bench(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Fill the history fast, for bench/ (``(id, name, state, at, queue, worker,
-        args)`` tuples), bypassing the fold."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
-            "INSERT INTO tasks (id, name, state, state_at, seen, queue, worker, args, kwargs) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
-            ((i, n, s, at, at, q, w, a) for i, n, s, at, q, w, a in rows),
-        )
-        db.execute("COMMIT")
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

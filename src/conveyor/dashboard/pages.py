@@ -5,6 +5,7 @@ blocking store clients never hold up the event loop."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ __all__ = ["routes"]
 
 PAGE_SIZE = 50
 CHART_BUCKETS = 60  # five minutes of 5 s bars
+ID_PREFIX = re.compile(r"[0-9a-fA-F-]{6,36}")
+SEARCH_WINDOW = 200_000  # tasks one page of an argument search reads at most (~200 ms)
 SINCE_CHOICES = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 INSPECT_TIMEOUT = 0.5
 
@@ -119,14 +122,26 @@ def tasks(board: Dashboard, request: Request) -> Response:
     )
     before = _keyset(query.get("before"))
     started = time.perf_counter()
+    term = (where.search or "").strip()
+    if ID_PREFIX.fullmatch(term):
+        # Looks like the start of a task id: the id index answers at once.
+        by_id = TaskFilter(id_prefix=term, state=where.state, name=where.name,
+                           queue=where.queue, worker=where.worker, since=where.since)
+        if board.history.tasks(by_id, before=before, limit=1):
+            where = by_id
+    if where.search and where.search_args:
+        where.floor = board.history.scan_floor(before, SEARCH_WINDOW)
     rows = board.history.tasks(where, before=before, limit=PAGE_SIZE + 1)
     took = time.perf_counter() - started
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    if where.search and not rows and before is None:
-        exact = board.history.task(where.search.strip())
-        rows = [exact] if exact else []
-    kept = {k: v for k, v in query.items() if k != "before" and v}
+    older = _older(kept_filters(query), rows[-1]) if more and rows else None
+    searched_to = None
+    if where.floor is not None and not more:
+        # The window ran out before the page filled: the next page searches on below it.
+        searched_to = where.floor[0]
+        older = _older(kept_filters(query), where.floor)
+    kept = kept_filters(query)
     return board.render(
         request,
         "tasks.html",
@@ -141,7 +156,8 @@ def tasks(board: Dashboard, request: Request) -> Response:
             "queue_names": board.history.distinct("queue"),
             "worker_names": board.history.distinct("worker"),
             "since_choices": list(SINCE_CHOICES),
-            "older": _older(kept, rows[-1]) if more and rows else None,
+            "older": older,
+            "searched_to": searched_to,
             "paged": before is not None,
             "took_ms": took * 1000,
         },
@@ -372,8 +388,13 @@ def _keyset(value: str | None) -> tuple[float, int] | None:
         raise HTTPException(400, f"expected before=<time>_<seq>, got {value!r}") from None
 
 
-def _older(kept: dict[str, str], last: TaskRow) -> str:
+def kept_filters(query: Any) -> dict[str, str]:
+    return {k: v for k, v in query.items() if k != "before" and v}
+
+
+def _older(kept: dict[str, str], last: TaskRow | tuple[float, int]) -> str:
     from urllib.parse import urlencode
 
-    return "?" + urlencode({**kept, "before": f"{last.seen!r}_{last.seq}"})
+    seen, seq = (last.seen, last.seq) if isinstance(last, TaskRow) else last
+    return "?" + urlencode({**kept, "before": f"{seen!r}_{seq}"})
 
