@@ -177,12 +177,17 @@ class HubWatch:
 
     def _watch(self) -> None:
         # An OS thread while the hub may be blocked: no logging (its locks are green).
+        previous = None
         while not self.done:
             self.lib.real_sleep(0.25)
+            stamp = self.last_turn
             reason = self.verdict(time.monotonic())
-            if reason is not None and not self.done:
+            # Only a stamp that stayed the same over a whole check of ours: a process the
+            # machine did not schedule for a while stamps again as soon as it runs.
+            if reason is not None and stamp == previous and not self.done:
                 os.write(2, f"conveyor worker: {reason}\n".encode())
                 os._exit(3)
+            previous = stamp
 
     def verdict(self, now: float) -> str | None:
         """Why the process must end now, or None."""
