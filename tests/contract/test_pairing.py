@@ -125,6 +125,52 @@ def test_an_unknown_coordinator_url_is_a_clear_error() -> None:
         _ = app.coordinator
 
 
+def test_mailbox_and_event_stream_live_in_a_redis_coordinators_store(redis_url: str) -> None:
+    """As for AMQP: a transport without the mailbox and event-log capabilities keeps
+    them in its coordinator's store."""
+    from conveyor.stores.eventlog import event_log_for
+    from conveyor.stores.mailbox import mailbox_for
+    from conveyor.stores.probe import oldest_waiting
+    from conveyor.stores.redis.eventlog import RedisEventLog
+    from conveyor.stores.redis.mailbox import RedisMailbox
+
+    app = messages_only_app(coordinator_url=redis_url)
+    try:
+        coordinator = app.coordinator
+        assert isinstance(coordinator, RedisCoordinator)
+        mailbox_for(app.broker, coordinator).post(["w1@pairing"], b"ping", ttl=5)
+        assert RedisMailbox(coordinator).take("w1@pairing") == [b"ping"]
+        event_log_for(app.broker, coordinator).append([b'{"type": "x"}'], max_len=10)
+        assert [body for _, body in RedisEventLog(coordinator).read(None, 10)] == [
+            b'{"type": "x"}'
+        ]
+        assert oldest_waiting(app.broker, ["celery"]) == {}  # no probe: no age, no error
+    finally:
+        app.close()
+
+
+def test_a_new_store_plugs_in_its_mailbox_by_offering_the_capability() -> None:
+    from conveyor.stores.eventlog import EventLog, EventLogStore, event_log_for
+    from conveyor.stores.mailbox import Mailbox, MailboxStore, mailbox_for
+    from conveyor.stores.memory.eventlog import MemoryEventLog
+    from conveyor.stores.memory.mailbox import MemoryMailbox
+
+    class WithMailbox(MessagesOnly, MailboxStore, EventLogStore):
+        def control_mailbox(self) -> Mailbox:
+            return MemoryMailbox(self._inner)
+
+        def event_log(self) -> EventLog:
+            return MemoryEventLog(self._inner)
+
+    transport = WithMailbox(f"withmailbox://{uuid.uuid4().hex}")
+    assert isinstance(mailbox_for(transport), MemoryMailbox)
+    assert isinstance(event_log_for(transport), MemoryEventLog)
+    with pytest.raises(ConfigurationError, match="coordinator_url"):
+        mailbox_for(MessagesOnly(f"messagesonly://{uuid.uuid4().hex}"))
+    with pytest.raises(ConfigurationError, match="coordinator_url"):
+        event_log_for(MessagesOnly(f"messagesonly://{uuid.uuid4().hex}"))
+
+
 # a sqlite or memory transport with a redis coordinator ---------------------------------
 
 

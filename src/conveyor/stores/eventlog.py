@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
 from .transport import Transport
+from .urls import masked
 
 if TYPE_CHECKING:
     from .coordination import Coordinator
 
-__all__ = ["EventLog", "event_log_for"]
+__all__ = ["EventLog", "EventLogStore", "event_log_for"]
 
 
 class EventLog(ABC):
@@ -39,6 +40,16 @@ class EventLog(ABC):
         None), oldest first, each with its id: a decimal number, increasing."""
 
 
+class EventLogStore(ABC):
+    """The capability of a store that keeps the event stream (redis, sqlite, memory, and
+    the redis and sqlite coordinators); a transport without it (amqp) pairs with a
+    coordinator that has it. A new store plugs in by offering it."""
+
+    @abstractmethod
+    def event_log(self) -> EventLog:
+        """A new event log on this store (:func:`event_log_for` keeps one per broker)."""
+
+
 _LOGS: weakref.WeakKeyDictionary[Transport, EventLog] = weakref.WeakKeyDictionary()
 
 
@@ -51,41 +62,12 @@ def event_log_for(transport: Transport, coordinator: Coordinator | None = None) 
     return log
 
 
-def _beside_coordinator(coordinator: Coordinator | None) -> EventLog | None:
-    from .redis.coordination import RedisCoordinator
-    from .sqlite.coordination import SQLiteCoordinator
-
-    if isinstance(coordinator, RedisCoordinator):
-        from .redis.eventlog import RedisEventLog
-
-        return RedisEventLog(coordinator)
-    if isinstance(coordinator, SQLiteCoordinator):
-        from .sqlite.eventlog import SQLiteEventLog
-
-        return SQLiteEventLog(coordinator)
-    return None
-
-
 def _make(transport: Transport, coordinator: Coordinator | None) -> EventLog:
-    from .memory.transport import MemoryTransport
-    from .redis.cluster import RedisClusterTransport
-    from .redis.transport import RedisTransport
-    from .sqlite.transport import SQLiteTransport
-
-    if isinstance(transport, RedisTransport | RedisClusterTransport):
-        from .redis.eventlog import RedisEventLog
-
-        # One stream key: on a cluster it lives in its own slot, same commands.
-        return RedisEventLog(transport)  # type: ignore[arg-type]
-    if isinstance(transport, SQLiteTransport):
-        from .sqlite.eventlog import SQLiteEventLog
-
-        return SQLiteEventLog(transport)
-    if isinstance(transport, MemoryTransport):
-        from .memory.eventlog import MemoryEventLog
-
-        return MemoryEventLog(transport)
-    beside = _beside_coordinator(coordinator)
-    if beside is not None:
-        return beside
-    raise ConfigurationError(f"the broker {transport.url!r} keeps no event stream")
+    for store in (transport, coordinator):
+        if isinstance(store, EventLogStore):
+            return store.event_log()
+    raise ConfigurationError(
+        f"the broker {masked(transport.url)!r} keeps no event stream, nor does its "
+        f"coordinator ({type(coordinator).__name__}): set coordinator_url to a redis:// "
+        "or sqlite:// store"
+    )

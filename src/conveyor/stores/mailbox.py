@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..exceptions import ConfigurationError
+from .urls import masked
 
 if TYPE_CHECKING:
     from .coordination import Coordinator
     from .transport import Transport
 
-__all__ = ["Mailbox", "mailbox_for"]
+__all__ = ["Mailbox", "MailboxStore", "mailbox_for"]
 
 
 class Mailbox(ABC):
@@ -56,6 +57,17 @@ class Mailbox(ABC):
         child's prefetched messages, for ``inspect reserved``)."""
 
 
+class MailboxStore(ABC):
+    """The capability of a store that holds control mailboxes (redis, sqlite, memory, and
+    the redis and sqlite coordinators). A transport that has it keeps the mailbox beside
+    its messages; one that has not (amqp) pairs with a coordinator that has it. A new
+    store plugs in by offering it: nothing here names a store."""
+
+    @abstractmethod
+    def control_mailbox(self) -> Mailbox:
+        """A new mailbox on this store (:func:`mailbox_for` keeps one per broker)."""
+
+
 _MAILBOXES: weakref.WeakKeyDictionary[Transport, Mailbox] = weakref.WeakKeyDictionary()
 
 
@@ -64,51 +76,16 @@ def mailbox_for(broker: Transport, coordinator: Coordinator | None = None) -> Ma
     or, for a broker that only moves messages (amqp://), in ``coordinator``'s store."""
     mailbox = _MAILBOXES.get(broker)
     if mailbox is None:
-        mailbox = _make(broker, coordinator)
-        _MAILBOXES[broker] = mailbox
+        mailbox = _MAILBOXES[broker] = _make(broker, coordinator)
     return mailbox
 
 
-def _beside_coordinator(coordinator: Coordinator | None) -> Mailbox | None:
-    from .redis.coordination import RedisCoordinator
-    from .sqlite.coordination import SQLiteCoordinator
-
-    if isinstance(coordinator, RedisCoordinator):
-        from .redis.mailbox import RedisMailbox
-
-        return RedisMailbox(coordinator)
-    if isinstance(coordinator, SQLiteCoordinator):
-        from .sqlite.mailbox import SQLiteMailbox
-
-        return SQLiteMailbox(coordinator)
-    return None
-
-
 def _make(broker: Transport, coordinator: Coordinator | None) -> Mailbox:
-    # By the broker's class, not its URL scheme: redis://, rediss://, unix:// and
-    # sentinel:// all make a RedisTransport.
-    from .memory.transport import MemoryTransport
-    from .redis.cluster import RedisClusterTransport
-    from .redis.transport import RedisTransport
-    from .sqlite.transport import SQLiteTransport
-
-    if isinstance(broker, RedisClusterTransport):
-        from .redis.cluster_mailbox import RedisClusterMailbox
-
-        return RedisClusterMailbox(broker)
-    if isinstance(broker, RedisTransport):
-        from .redis.mailbox import RedisMailbox
-
-        return RedisMailbox(broker)
-    if isinstance(broker, SQLiteTransport):
-        from .sqlite.mailbox import SQLiteMailbox
-
-        return SQLiteMailbox(broker)
-    if isinstance(broker, MemoryTransport):
-        from .memory.mailbox import MemoryMailbox
-
-        return MemoryMailbox(broker)
-    beside = _beside_coordinator(coordinator)
-    if beside is not None:
-        return beside
-    raise ConfigurationError(f"the broker {broker.url!r} has no control mailbox")
+    for store in (broker, coordinator):
+        if isinstance(store, MailboxStore):
+            return store.control_mailbox()
+    raise ConfigurationError(
+        f"the broker {masked(broker.url)!r} has no control mailbox, nor has its "
+        f"coordinator ({type(coordinator).__name__}): inspect and control need one "
+        "(set coordinator_url to a redis:// or sqlite:// store)"
+    )

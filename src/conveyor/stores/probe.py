@@ -1,5 +1,6 @@
-"""A read-only look at the oldest waiting message of each queue, per store, for the
-``conveyor_queue_oldest_message_age_seconds`` gauge (observe/metrics.py).
+"""A read-only look at the oldest waiting message of each queue, for the
+``conveyor_queue_oldest_message_age_seconds`` gauge (observe/metrics.py) and the
+dashboard: a capability each store offers (:class:`WaitingProbe`).
 
 Redis: ``LINDEX <level> -1`` on each priority list (LPUSH in, RPOP out: the oldest is
 at the right end), one pipeline. SQLite: ``min(due)`` of the waiting rows (``due`` is
@@ -8,14 +9,14 @@ the publish time, or the ETA of a promoted message). Memory: the head of each le
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
-from .transport import PRIORITY_LEVELS, Transport
+from .transport import Transport
 
-__all__ = ["oldest_waiting"]
+__all__ = ["WaitingProbe", "oldest_waiting", "waiting_since"]
 
 
 class _Sent(msgspec.Struct):
@@ -26,7 +27,9 @@ class _Sent(msgspec.Struct):
 _decode = msgspec.json.Decoder(_Sent).decode
 
 
-def _since(body: bytes) -> float | None:
+def waiting_since(body: bytes) -> float | None:
+    """When the message ``body`` became due (its send time, or its ETA), from the
+    envelope's JSON; None when it cannot be read that way."""
     try:
         sent = _decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -34,54 +37,21 @@ def _since(body: bytes) -> float | None:
     return max(sent.sent_at, sent.eta or 0.0) or None
 
 
+class WaitingProbe(ABC):
+    """The capability of a transport that can say, without taking anything, when the
+    oldest waiting message of each queue became due (redis, cluster, sqlite, memory).
+    A transport without it (amqp: a queue cannot be peeked without a delivery) reports
+    no age."""
+
+    @abstractmethod
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        """Queue name -> when its oldest waiting message became due (epoch seconds); a
+        queue with nothing waiting (or whose oldest message cannot be read) is left out.
+        Read-only, and cheap enough to run on every scrape."""
+
+
 def oldest_waiting(broker: Transport, queues: Sequence[str]) -> dict[str, float]:
-    """Queue name -> when its oldest waiting message became due (epoch seconds); a queue
-    with nothing waiting (or whose oldest message cannot be read) is left out."""
-    from .memory.transport import MemoryTransport
-    from .redis.transport import RedisTransport
-    from .sqlite.transport import SQLiteTransport
-
-    if isinstance(broker, RedisTransport):
-        return _redis(broker, queues)
-    if isinstance(broker, SQLiteTransport):
-        rows = broker.db.read(
-            "SELECT queue, min(due) FROM messages WHERE owner IS NULL AND scheduled = 0 "
-            "GROUP BY queue"
-        )
-        return {str(q): float(due) for q, due in rows if q in queues and due is not None}
-    if isinstance(broker, MemoryTransport):
-        return _memory(broker, queues)
+    """``broker``'s :meth:`WaitingProbe.oldest_waiting`, or nothing when it has none."""
+    if isinstance(broker, WaitingProbe):
+        return broker.oldest_waiting(queues)
     return {}
-
-
-def _redis(broker: Any, queues: Sequence[str]) -> dict[str, float]:
-    pipe = broker.client.pipeline(transaction=False)
-    for queue in queues:
-        for level in range(PRIORITY_LEVELS):
-            pipe.lindex(broker.keys.level(queue, level), -1)
-    replies = pipe.execute()
-    oldest: dict[str, float] = {}
-    for i, queue in enumerate(queues):
-        times = [
-            t
-            for body in replies[i * PRIORITY_LEVELS : (i + 1) * PRIORITY_LEVELS]
-            if body is not None and (t := _since(bytes(body))) is not None
-        ]
-        if times:
-            oldest[queue] = min(times)
-    return oldest
-
-
-def _memory(broker: Any, queues: Sequence[str]) -> dict[str, float]:
-    oldest: dict[str, float] = {}
-    state = broker.state
-    with state.cond:
-        for queue in queues:
-            times = [
-                t
-                for level in state.queues.get(queue, ())
-                if level and (t := _since(level[0].body)) is not None
-            ]
-            if times:
-                oldest[queue] = min(times)
-    return oldest

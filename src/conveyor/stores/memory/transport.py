@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..coordination import CoordinatingStore, Coordinator
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
+from ..probe import WaitingProbe, waiting_since
 from ..transport import (
     Delivery,
     LeasedDeliveries,
@@ -30,10 +33,13 @@ from .state import Held, Message, state_for
 if TYPE_CHECKING:
     from ..results import ResultBackend
 
+
 __all__ = ["MemoryConsumer", "MemoryTransport"]
 
 
-class MemoryTransport(Transport, LeasedDeliveries, CoordinatingStore):
+class MemoryTransport(
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.location = url
@@ -176,6 +182,30 @@ class MemoryTransport(Transport, LeasedDeliveries, CoordinatingStore):
 
     def close(self) -> None:
         """Nothing to close; the state lives while any broker on this URL does."""
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .mailbox import MemoryMailbox
+
+        return MemoryMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import MemoryEventLog
+
+        return MemoryEventLog(self)
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        oldest: dict[str, float] = {}
+        with self.state.cond:
+            for queue in queues:
+                times = [
+                    t
+                    for level in self.state.queues.get(queue, ())
+                    if level and (t := waiting_since(level[0].body)) is not None
+                ]
+                if times:
+                    oldest[queue] = min(times)
+        return oldest
 
 
 class MemoryConsumer(TransportConsumer):

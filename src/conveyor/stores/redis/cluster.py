@@ -25,6 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..coordination import CoordinatingStore, Coordinator
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
+from ..probe import WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -43,6 +46,7 @@ from .topology import RedisOptions
 
 if TYPE_CHECKING:
     from ..results import ResultBackend
+
 
 __all__ = ["RedisClusterConsumer", "RedisClusterTransport"]
 
@@ -81,7 +85,9 @@ def by_queue(tags: Iterable[str]) -> dict[str, list[str]]:
     return grouped
 
 
-class RedisClusterTransport(Transport, LeasedDeliveries, CoordinatingStore):
+class RedisClusterTransport(
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+):
     def __init__(
         self,
         url: str,
@@ -290,6 +296,22 @@ class RedisClusterTransport(Transport, LeasedDeliveries, CoordinatingStore):
             for link in links.values():
                 link.close()
         self.router.close()
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .cluster_mailbox import RedisClusterMailbox
+
+        return RedisClusterMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import RedisEventLog
+
+        return RedisEventLog(self)  # type: ignore[arg-type]  # same commands
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        from .probe import oldest_in_lists
+
+        return oldest_in_lists(self.client, self.keys, queues)
 
 
 class RedisClusterConsumer(TransportConsumer):

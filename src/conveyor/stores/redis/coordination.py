@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..coordination import Coordinator, DeadLetter, Revocations
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
 from ..transport import priority_level
 from .connection import (
     CONNECTION_ERRORS,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from redis.connection import ConnectionPool
 
     from ..transport import Transport
+
 
 __all__ = ["RedisCoordinator"]
 
@@ -67,7 +70,7 @@ def _dead_letter(raw: Any) -> DeadLetter:
     )
 
 
-class RedisCoordinator(Coordinator):
+class RedisCoordinator(Coordinator, MailboxStore, EventLogStore):
     """Every coordination interface on one Redis.
 
     ``transport`` is the Redis transport on the same keys when this coordinator was made
@@ -300,3 +303,14 @@ class RedisCoordinator(Coordinator):
             link.close()
         if self._owns_pool:
             self.pool.disconnect()
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .mailbox import RedisMailbox
+
+        return RedisMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import RedisEventLog
+
+        return RedisEventLog(self)

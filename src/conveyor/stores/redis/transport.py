@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..coordination import CoordinatingStore, Coordinator
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
+from ..probe import WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -50,6 +53,7 @@ from .topology import RedisOptions
 if TYPE_CHECKING:
     from ..results import ResultBackend
 
+
 __all__ = ["RedisConsumer", "RedisTransport"]
 
 logger = logging.getLogger("conveyor.transport")
@@ -70,7 +74,9 @@ _REDIS_TICK = 0.1
 _CHUNK = 1000
 
 
-class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
+class RedisTransport(
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+):
     def __init__(
         self,
         url: str,
@@ -250,6 +256,22 @@ class RedisTransport(Transport, LeasedDeliveries, CoordinatingStore):
         if link is not None and self._local.pid == os.getpid():
             link.close()
         self.pool.disconnect()
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .mailbox import RedisMailbox
+
+        return RedisMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import RedisEventLog
+
+        return RedisEventLog(self)
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        from .probe import oldest_in_lists
+
+        return oldest_in_lists(self.client, self.keys, queues)
 
 
 class RedisConsumer(TransportConsumer):

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..coordination import Coordinator, DeadLetter, Revocations
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
 from ..transport import priority_level
 from .database import Database
 from .doorbell import ring
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
     from ..transport import Transport
     from .transport import SQLiteTransport
+
 
 __all__ = ["SQLiteCoordinator"]
 
@@ -48,7 +51,7 @@ _HOLD_GRACE = 60.0
 _SWEEP_EVERY = 10.0
 
 
-class SQLiteCoordinator(Coordinator):
+class SQLiteCoordinator(Coordinator, MailboxStore, EventLogStore):
     """Every coordination interface on one SQLite file.
 
     ``transport`` is the SQLite transport on the same file when this coordinator was
@@ -327,3 +330,14 @@ class SQLiteCoordinator(Coordinator):
         self._next_sweep = now + _SWEEP_EVERY
         conn.execute("DELETE FROM unique_keys WHERE expires <= ?", (now,))
         conn.execute("DELETE FROM rate_holds WHERE expires <= ?", (now,))
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .mailbox import SQLiteMailbox
+
+        return SQLiteMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import SQLiteEventLog
+
+        return SQLiteEventLog(self)

@@ -26,6 +26,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..coordination import CoordinatingStore, Coordinator
+from ..eventlog import EventLog, EventLogStore
+from ..mailbox import Mailbox, MailboxStore
+from ..probe import WaitingProbe
 from ..transport import (
     Delivery,
     LeasedDeliveries,
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from ..results import ResultBackend
+
 
 __all__ = ["SQLiteConsumer", "SQLiteTransport"]
 
@@ -85,7 +89,9 @@ def _take_waiters(conn: sqlite3.Connection, queues: Iterable[str]) -> list[str]:
     return addresses
 
 
-class SQLiteTransport(Transport, LeasedDeliveries, CoordinatingStore):
+class SQLiteTransport(
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+):
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``; thread- and
     fork-safe (a connection per thread and process)."""
 
@@ -286,6 +292,25 @@ class SQLiteTransport(Transport, LeasedDeliveries, CoordinatingStore):
     def close(self) -> None:
         self._coordinator = None  # it shares this database
         self.db.close()
+
+    # capabilities beside the interface (stores/mailbox.py, eventlog.py, probe.py) ----
+    def control_mailbox(self) -> Mailbox:
+        from .mailbox import SQLiteMailbox
+
+        return SQLiteMailbox(self)
+
+    def event_log(self) -> EventLog:
+        from .eventlog import SQLiteEventLog
+
+        return SQLiteEventLog(self)
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        # due: the publish time, or the ETA of a promoted message
+        rows = self.db.read(
+            "SELECT queue, min(due) FROM messages WHERE owner IS NULL AND scheduled = 0 "
+            "GROUP BY queue"
+        )
+        return {str(q): float(due) for q, due in rows if q in queues and due is not None}
 
 
 def _earlier_than_all(conn: sqlite3.Connection, due: float) -> bool:
