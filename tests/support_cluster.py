@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -203,6 +204,64 @@ class RedisClusterNodes:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill(signal.SIGTERM)
+
+
+class SlotMigration:
+    """Moves one hash slot from the master serving it to another, the way
+    ``redis-cli --cluster reshard`` does (SETSLOT IMPORTING/MIGRATING, MIGRATE the keys,
+    SETSLOT NODE on every master), in steps a test can stop between: ``begin``, then
+    ``move_keys`` (one MIGRATE a key, ``pause`` seconds apart, to keep the slot half
+    moved for a while), then ``finish``."""
+
+    def __init__(self, cluster: RedisClusterNodes, key: str) -> None:
+        from redis.crc import key_slot
+
+        self.cluster = cluster
+        self.slot = key_slot(key.encode())
+        self.source = cluster.master_of(key)
+        self.target = next(n for n in cluster.masters() if n.port != self.source.port)
+        self._source_id = self.source.client().execute_command("CLUSTER", "MYID").decode()
+        self._target_id = self.target.client().execute_command("CLUSTER", "MYID").decode()
+        self.begun = self.finished = False
+
+    def begin(self) -> None:
+        self.begun = True
+        number, client = self.slot, self.target.client()
+        client.execute_command("CLUSTER", "SETSLOT", number, "IMPORTING", self._source_id)
+        client = self.source.client()
+        client.execute_command("CLUSTER", "SETSLOT", number, "MIGRATING", self._target_id)
+
+    def move_keys(self, pause: float = 0.0) -> int:
+        """MIGRATE every key of the slot (those written meanwhile too); how many moved."""
+        src, moved = self.source.client(), 0
+        while True:
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 100)
+            if not keys:
+                return moved
+            for key in keys:
+                with contextlib.suppress(redis.ResponseError):  # gone meanwhile: NOKEY
+                    src.execute_command(
+                        "MIGRATE", "127.0.0.1", self.target.port, "", 0, 5000, "KEYS", key
+                    )
+                    moved += 1
+                time.sleep(pause)
+
+    def finish(self) -> None:
+        for node in [self.target, self.source, *self.cluster.masters()]:
+            node.client().execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self._target_id)
+        self.finished = True
+
+    def complete(self) -> None:
+        """Finish a move a test began (leave the cluster whole for the next test)."""
+        if self.begun and not self.finished:
+            self.move_keys()
+            self.finish()
+
+    def run(self, pause: float = 0.0) -> int:
+        self.begin()
+        moved = self.move_keys(pause)
+        self.finish()
+        return moved
 
 
 class SentinelSetup:

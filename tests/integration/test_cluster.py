@@ -22,7 +22,7 @@ from conveyor.stores.redis.keys import ClusterKeys, RedisKeys, coordination_pref
 from conveyor.stores.redis.slots import parse_cluster_url
 from conveyor.stores.transport import PRIORITY_LEVELS
 
-from ..support_cluster import RedisClusterNodes
+from ..support_cluster import RedisClusterNodes, SlotMigration
 
 pytestmark = [pytest.mark.redis]
 
@@ -278,22 +278,9 @@ def test_a_moved_slot_is_followed(
 
 
 def _migrate_slot(cluster: RedisClusterNodes, key: str) -> None:
-    source = cluster.master_of(key)
-    target = next(n for n in cluster.masters() if n.port != source.port)
-    number = slot(key)
-    src, dst = source.client(), target.client()
-    src_id = src.execute_command("CLUSTER", "MYID").decode()
-    dst_id = dst.execute_command("CLUSTER", "MYID").decode()
-    dst.execute_command("CLUSTER", "SETSLOT", number, "IMPORTING", src_id)
-    src.execute_command("CLUSTER", "SETSLOT", number, "MIGRATING", dst_id)
-    while True:
-        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", number, 100)
-        if not keys:
-            break
-        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-    for node in cluster.masters():
-        node.client().execute_command("CLUSTER", "SETSLOT", number, "NODE", dst_id)
-    assert cluster.master_of(key).port == target.port
+    migration = SlotMigration(cluster, key)
+    migration.run()
+    assert cluster.master_of(key).port == migration.target.port
 
 
 # --- a worker end to end -----------------------------------------------------------------------

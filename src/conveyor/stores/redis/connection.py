@@ -285,8 +285,7 @@ def replicated_call(link: RedisLink, commands: Sequence[Command], options: Redis
     do not within ``wait_timeout_ms`` (the writes are on the master and may yet be lost
     at a failover: the caller must not count them as sent). One connection for both, so
     a WAIT can never confirm writes that went to a master that died meanwhile."""
-    wait = ("WAIT", options.wait_for_replicas, options.wait_timeout_ms)
-    acked = int(link.call_all([*commands, wait])[-1])
+    acked = link.call_replicated(commands, options.wait_for_replicas, options.wait_timeout_ms)
     if acked < options.wait_for_replicas:
         raise BrokerUnavailable(
             f"publish reached {acked} of {options.wait_for_replicas} replica(s) within "
@@ -295,12 +294,20 @@ def replicated_call(link: RedisLink, commands: Sequence[Command], options: Redis
 
 
 # Replies of a Redis Cluster node that does not (or not yet) serve a key's slot: redis-py
-# parses MOVED/ASK/TRYAGAIN/CLUSTERDOWN into these classes (the message loses the word).
+# parses MOVED/ASK/TRYAGAIN/CLUSTERDOWN into these classes (the message loses the word;
+# MovedError is an AskError).
 _REDIRECTS = (AskError, TryAgainError, ClusterDownError)
+# A script that touched a key it did not declare (the list named in an in-flight record)
+# while that key's slot was half moved: Redis stops the script there. Ours keep each
+# message either leased or queued at every step (release.lua, reclaim.lua), so the
+# script is safe to run again once the slot has moved.
+SCRIPT_KEY_MOVING = "Script attempted to access a non local key"
 
 
 def is_redirect(exc: ResponseError) -> bool:
-    return isinstance(exc, _REDIRECTS) or str(exc).startswith(("MOVED ", "ASK ", "CLUSTERDOWN"))
+    return isinstance(exc, _REDIRECTS) or str(exc).startswith(
+        ("MOVED ", "ASK ", "CLUSTERDOWN", SCRIPT_KEY_MOVING)
+    )
 
 
 class Redirected(ResponseError):
@@ -424,7 +431,22 @@ class RedisLink:
     def call_all(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write after anything pending; return their replies
         (an error reply is raised once all are read, so the connection stays in step)."""
-        self.drain()
+        replies = self.exchange(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    def call_replicated(self, commands: Sequence[Command], replicas: int, timeout_ms: int) -> int:
+        """Run ``commands``, then WAIT on the same connection; how many replicas hold them."""
+        return int(self.call_all([*commands, ("WAIT", replicas, timeout_ms)])[-1])
+
+    def exchange(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write after anything pending; return their replies,
+        an error reply in its command's place."""
+        RedisLink.drain(self)  # not a subclass's: SlotLink follows what this raises
+        if not commands:
+            return []
         conn = self._connection()
         replies: list[Any] = []
         try:
@@ -437,9 +459,6 @@ class RedisLink:
         except CONNECTION_ERRORS as exc:
             self.reset()
             raise unavailable(exc, self._pool) from exc
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
         return replies
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:

@@ -15,21 +15,31 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from ...exceptions import ConfigurationError
 from ..urls import masked
 from .connection import (
     CONNECTION_ERRORS,
+    SCRIPT_KEY_MOVING,
     SSL_OPTIONS,
     Command,
     Redirected,
@@ -37,15 +47,16 @@ from .connection import (
     RedisUnavailable,
     Script,
     _mapped,
+    _reason,
     failover_retry,
     is_redirect,
+    logger,
     ssl_options,
+    unavailable,
 )
 from .topology import RedisOptions
 
 __all__ = ["ClusterAddress", "ClusterRouter", "SlotLink", "cluster_client", "parse_cluster_url"]
-
-T = TypeVar("T")
 
 # redis-py's ClusterNode is untyped; called through this.
 _CLUSTER_NODE: Any = ClusterNode
@@ -116,24 +127,89 @@ def _mapped_class(url: str, tls: bool) -> type[Any]:
     return _mapped(SSLConnection if tls else Connection, url, "the Redis Cluster")
 
 
+# What a cluster that cannot serve a command now raises through redis-py, once redis-py's
+# own retries are spent: no node answers; a shard has no master (CLUSTERDOWN); no node
+# covers the slot; redirections went on past its limit (a ClusterError "TTL exhausted");
+# a slot that stayed half moved (TRYAGAIN, ASK/MOVED left in a pipeline's replies).
+# (The replies among these are caught as ResponseError and told apart by is_redirect.)
+_CLUSTER_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    ClusterError,
+    SlotNotCoveredError,
+)
+
+
+@contextlib.contextmanager
+def cluster_errors_mapped(url: str) -> Iterator[None]:
+    """The one place a Redis Cluster's unavailability becomes :class:`RedisUnavailable`
+    (a BrokerUnavailable) for the cold path: single commands, scripts and pipelines of
+    redis-py's cluster client. (The raw links map theirs in ``RedisLink``/``SlotLink``.)"""
+    try:
+        yield
+    except RedisUnavailable:
+        raise
+    except ResponseError as exc:
+        if not is_redirect(exc):
+            raise  # a command's own error (WRONGTYPE, a script's error): not unavailability
+        raise _unreachable(url, exc) from exc
+    except _CLUSTER_UNAVAILABLE as exc:
+        raise _unreachable(url, exc) from exc
+
+
+def _unreachable(url: str, exc: BaseException) -> RedisUnavailable:
+    return RedisUnavailable(f"cannot reach the Redis Cluster at {url}: {_reason(exc)}", url=url)
+
+
+def _slot_unsettled(exc: Exception) -> bool:
+    """A slot half moved: redis-py gave up on TRYAGAIN after its few tries ("TTL
+    exhausted"), or a script was stopped at a key of that slot (SCRIPT_KEY_MOVING)."""
+    if isinstance(exc, ClusterDownError):
+        return False  # redis-py's retry already waited the election out
+    if isinstance(exc, TryAgainError) or str(exc).startswith(SCRIPT_KEY_MOVING):
+        return True
+    return isinstance(exc, ClusterError) and "TTL exhausted" in str(exc)
+
+
 class _MappedCluster(RedisCluster):
-    """redis-py's cluster client whose commands report a cluster that stays out of reach
-    (after its own retries through a failover) as RedisUnavailable, the one connection
-    error the worker's loop, keeper and the CLI handle."""
+    """redis-py's cluster client whose commands wait out a slot migration (for up to
+    ``failover_timeout``) and report a cluster that stays out of reach (after redis-py's
+    own retries through a failover) as RedisUnavailable, the one connection error the
+    worker's loop, keeper and the CLI handle. Its pipelines report it the same way."""
 
     conveyor_url = ""
+    conveyor_failover_timeout = 30.0
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         parent: Any = super()
-        try:
-            return parent.execute_command(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
-            if isinstance(exc, RedisUnavailable):
-                raise
-            raise RedisUnavailable(
-                f"cannot reach the Redis Cluster at {self.conveyor_url}: {exc}",
-                url=self.conveyor_url,
-            ) from exc
+        deadline = time.monotonic() + self.conveyor_failover_timeout
+        with cluster_errors_mapped(self.conveyor_url):
+            while True:
+                try:
+                    return parent.execute_command(*args, **kwargs)
+                except (ClusterError, ResponseError) as exc:
+                    if not _slot_unsettled(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(_FOLLOW_PAUSE / 2)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        parent: Any = super()  # redis-py leaves this one untyped
+        pipe = parent.pipeline(transaction, shard_hint)
+        # redis-py builds its pipeline from a dozen of the client's private fields: we take
+        # its object and only give it our class, which adds no state, just the mapping.
+        pipe.__class__ = _MappedClusterPipeline
+        pipe.conveyor_url = self.conveyor_url
+        return pipe
+
+
+class _MappedClusterPipeline(ClusterPipeline):
+    conveyor_url = ""
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with cluster_errors_mapped(self.conveyor_url):
+            result: list[Any] = super().execute(raise_on_error)
+            return result
 
 
 def cluster_client(
@@ -156,6 +232,7 @@ def cluster_client(
             f"cannot reach the Redis Cluster at {masked(url)}: {reason}", url=masked(url)
         ) from exc
     client.conveyor_url = masked(url)
+    client.conveyor_failover_timeout = options.failover_timeout
     return client
 
 
@@ -173,13 +250,16 @@ class ClusterRouter:
 
     def pool_for(self, key: str) -> ConnectionPool:
         node = self.client.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        return self.pool_at(node.host, node.port)
+
+    def pool_at(self, host: str, port: int) -> ConnectionPool:
         with self._lock:
-            pool = self._pools.get(node.name)
+            pool = self._pools.get(f"{host}:{port}")
             if pool is None:
                 kwargs = dict(self._kwargs)
                 kwargs["connection_class"] = _mapped_class(self._url, kwargs.pop("ssl", False))
-                pool = ConnectionPool(host=node.host, port=node.port, **kwargs)
-                self._pools[node.name] = pool
+                pool = ConnectionPool(host=host, port=port, **kwargs)
+                self._pools[f"{host}:{port}"] = pool
             return pool
 
     def refresh(self) -> None:
@@ -197,7 +277,15 @@ class ClusterRouter:
 class SlotLink(RedisLink):
     """A :class:`RedisLink` to the node serving ``key``'s slot, following the slot when
     it moves (resharding: MOVED/ASK) or its node dies (failover: a replica takes over).
-    Every key a command through it touches must be in that slot."""
+    Every key a command through it touches must be in that slot.
+
+    Each command is followed on its own, so a pipelined batch half of which ran before
+    its slot moved is not run twice: MOVED re-reads the slot map and moves the link;
+    ASK (the slot is being migrated and the key is already on the importing node) runs
+    that command once there, after ASKING; TRYAGAIN (a multi-key command while its keys
+    are split between the two nodes), CLUSTERDOWN and a script stopped at a key that is
+    half moved are tried again after a pause. A node that stays away, or a slot that
+    does not settle, for ``failover_timeout`` seconds is RedisUnavailable."""
 
     def __init__(
         self,
@@ -217,28 +305,8 @@ class SlotLink(RedisLink):
         self._key = key
         self._timeout = failover_timeout
         self._report = report_lost_connections
-
-    def _follow(self, step: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                return step()
-            except Redirected as exc:
-                self._relocate()
-                RedisLink.send(self, exc.commands)  # the acks that went to the old node
-                continue
-            except ResponseError as exc:
-                if not is_redirect(exc) or time.monotonic() > deadline:
-                    raise
-                # MOVED: the new map answers at once. ASK/TRYAGAIN (a slot half moved):
-                # wait the migration out; redis-py's client follows ASK on the cold path.
-                time.sleep(_FOLLOW_PAUSE / 10)
-            except CONNECTION_ERRORS:
-                if self._report or time.monotonic() > deadline:
-                    self._relocate()
-                    raise
-                time.sleep(_FOLLOW_PAUSE)
-            self._relocate()
+        # Links to nodes that answered for this slot during a migration (ASK), by address.
+        self._importing: dict[tuple[str, int], RedisLink] = {}
 
     def _relocate(self) -> None:
         self._router.refresh()
@@ -246,18 +314,102 @@ class SlotLink(RedisLink):
         if pool is not self._pool:
             self.move_to(pool)
 
+    def _run(self, commands: Sequence[Command]) -> tuple[list[Any], set[RedisLink]]:
+        """The replies to ``commands``, an error reply in its command's place, each
+        command followed to the node serving its slot; also the importing nodes' links
+        that ran some of them (ASK)."""
+        deadline = time.monotonic() + self._timeout
+        replies: list[Any] = [None] * len(commands)
+        asked: set[RedisLink] = set()
+        todo = list(range(len(commands)))
+        while True:
+            try:
+                got = RedisLink.exchange(self, [commands[i] for i in todo])
+            except Redirected as exc:
+                # Write-behind commands (acks) sent before these went to a node that no
+                # longer serves their slot: follow them first, then send ours.
+                self._settle(exc.commands)
+                continue
+            except CONNECTION_ERRORS:
+                if self._report or time.monotonic() > deadline:
+                    self._relocate()
+                    raise
+                time.sleep(_FOLLOW_PAUSE)
+                self._relocate()
+                continue
+            again: list[int] = []
+            for i, reply in zip(todo, got, strict=True):
+                if isinstance(reply, AskError) and not isinstance(reply, MovedError):
+                    reply = self._ask(reply, commands[i], asked)
+                replies[i] = reply
+                if isinstance(reply, ResponseError) and is_redirect(reply):
+                    again.append(i)
+            if not again or time.monotonic() > deadline:
+                return replies, asked
+            if not any(isinstance(replies[i], MovedError) for i in again):
+                # TRYAGAIN/CLUSTERDOWN: a migration or an election is under way.
+                time.sleep(_FOLLOW_PAUSE / 10)
+            self._relocate()
+            todo = again
+
+    def _ask(self, asked: AskError, command: Command, used: set[RedisLink]) -> Any:
+        """``command``'s reply from the node importing its slot: ASKING lets it serve the
+        next command for a slot it does not own yet."""
+        link = self._importing.get(asked.node_addr)
+        if link is None:
+            link = RedisLink(self._router.pool_at(asked.host, asked.port), self._scripts)
+            self._importing[asked.node_addr] = link
+        try:
+            reply = link.exchange([("ASKING",), command])[1]
+        except CONNECTION_ERRORS as exc:
+            link.reset()  # the migration's target went away: ask the slot's owner again
+            return TryAgainError(f"the node importing slot {asked.slot_id} is away: {exc}")
+        used.add(link)
+        return reply
+
+    def _settle(self, commands: Sequence[Command]) -> None:
+        """Follow write-behind commands a node redirected; their error replies are
+        logged, as :meth:`RedisLink.drain` logs them."""
+        replies, _ = self._run(commands)
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                logger.error("redis refused %s: %s", command[0], reply)
+
+    def _raised(self, replies: list[Any]) -> list[Any]:
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                if is_redirect(reply):  # the slot did not settle within failover_timeout
+                    raise unavailable(reply, self._pool) from reply
+                raise reply
+        return replies
+
     def send(self, commands: Sequence[Command]) -> None:
         try:
             RedisLink.send(self, commands)
         except CONNECTION_ERRORS:
             # They are kept as unconfirmed: reconnecting (to the slot's node now) sends them.
-            self._follow(lambda: RedisLink.drain(self))
+            self._run(())
 
     def drain(self) -> None:
-        self._follow(lambda: RedisLink.drain(self))
+        self._run(())
 
     def call(self, command: Command) -> Any:
-        return self._follow(lambda: RedisLink.call(self, command))
+        return self._raised(self._run((command,))[0])[0]
 
     def call_all(self, commands: Sequence[Command]) -> list[Any]:
-        return self._follow(lambda: RedisLink.call_all(self, commands))
+        return self._raised(self._run(commands)[0])
+
+    def call_replicated(self, commands: Sequence[Command], replicas: int, timeout_ms: int) -> int:
+        """WAIT on every node that ran some of ``commands`` (the slot's owner, and the
+        node importing it if a migration sent some there): the fewest replicas count."""
+        wait = ("WAIT", replicas, timeout_ms)
+        replies, asked = self._run([*commands, wait])
+        acked = int(self._raised(replies)[-1])
+        for link in asked:
+            acked = min(acked, int(link.call(wait)))
+        return acked
+
+    def close(self) -> None:
+        for link in self._importing.values():
+            link.reset()
+        super().close()

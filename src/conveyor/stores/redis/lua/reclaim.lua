@@ -29,12 +29,15 @@ for _, consumer in ipairs(victims) do
     local list = string.sub(value, 1, a - 1)
     local deliveries = tonumber(string.sub(value, a + 1, b - 1))
     local body = string.sub(value, b + 1)
-    redis.call('RPUSH', list, body)
-    redis.call('HSET', KEYS[2], redis.sha1hex(body), deliveries)
+    -- One message at a time, the wake-up first (see release.lua): a script stopped at a
+    -- key of a half-moved slot leaves each message in flight or queued, never both.
     redis.call('ZADD', string.match(list, '^(.*):%d+$') .. ':wake', 0, 'w')
+    redis.call('RPUSH', list, body)
+    redis.call('HDEL', inflight, entries[i])
+    redis.call('HSET', KEYS[2], redis.sha1hex(body), deliveries)
     moved = moved + 1
   end
-  redis.call('DEL', inflight)
+  -- The in-flight hash went with its last field.
   redis.call('ZREM', KEYS[1], consumer)
 end
 if moved > 0 then redis.call('PEXPIRE', KEYS[2], 604800000) end
