@@ -122,6 +122,7 @@ class RedisClusterTransport(
                 key_prefix=self.keys.prefix,
                 client=self.client,
                 router=self.router,
+                failover_timeout=self.options.failover_timeout,
                 beside=self,
             )
         return self._coordinator

@@ -44,6 +44,7 @@ class RedisClusterCoordinator(RedisCoordinator):
         key_prefix: str,
         client: RedisCluster,
         router: ClusterRouter,
+        failover_timeout: float,
         beside: RedisClusterTransport | None = None,
     ) -> None:
         # Not RedisCoordinator.__init__: there is no single connection pool here.
@@ -55,7 +56,7 @@ class RedisClusterCoordinator(RedisCoordinator):
         self._transport = None  # apart: see the module docstring
         self._local = threading.local()
         self._announced: set[str] = set()
-        self._failover_timeout = RedisOptions.read(url, None).failover_timeout
+        self._failover_timeout = failover_timeout
         self._owns_client = False
         self._beside = beside
 
@@ -70,9 +71,13 @@ class RedisClusterCoordinator(RedisCoordinator):
     ) -> RedisClusterCoordinator:
         """A coordinator on a cluster of its own (``coordinator_url``)."""
         tls = ssl_options(use_ssl, "coordinator_use_ssl")
-        client = cluster_client(url, RedisOptions.read(url, transport_options), tls)
+        options = RedisOptions.read(url, transport_options)
+        client = cluster_client(url, options, tls)
         router = ClusterRouter(client, url, tls)
-        coordinator = cls(url, key_prefix=key_prefix, client=client, router=router)
+        coordinator = cls(
+            url, key_prefix=key_prefix, client=client, router=router,
+            failover_timeout=options.failover_timeout,
+        )  # fmt: skip
         coordinator._owns_client = True
         return coordinator
 

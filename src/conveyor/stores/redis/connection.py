@@ -338,7 +338,11 @@ class RedisLink:
     # connection ---------------------------------------------------------------------
     def _connection(self) -> Any:
         if self._conn is None:
-            conn: Any = self._pool.make_connection()
+            # Made as the pool makes its own, but not counted against its max_connections:
+            # the pool never gets it back (reset() drops it), so counting it ran the pool
+            # out after a hundred reconnects (redis-py's MaxConnectionsError, for good).
+            pool: Any = self._pool
+            conn: Any = pool.connection_class(**pool.connection_kwargs)
             conn.connect()
             if self._scripts:
                 conn.send_packed_command(

@@ -156,6 +156,12 @@ def cluster_errors_mapped(url: str) -> Iterator[None]:
         raise _unreachable(url, exc) from exc
     except _CLUSTER_UNAVAILABLE as exc:
         raise _unreachable(url, exc) from exc
+    except RedisClusterException as exc:
+        # Also a usage error's class (keys of several slots in one command): only the
+        # one caused by no node answering ("Redis Cluster cannot be connected") is ours.
+        if not isinstance(exc.__cause__, CONNECTION_ERRORS):
+            raise
+        raise _unreachable(url, exc.__cause__) from exc
 
 
 def _unreachable(url: str, exc: BaseException) -> RedisUnavailable:
@@ -264,7 +270,7 @@ class ClusterRouter:
 
     def refresh(self) -> None:
         """Read the slot map again (after MOVED, or a node that went away)."""
-        with contextlib.suppress(redis.RedisError, OSError):
+        with contextlib.suppress(redis.RedisError, RedisClusterException, OSError):
             # No node may answer yet (an election): the caller tries again after a pause.
             self.client.nodes_manager.initialize()
 
