@@ -265,29 +265,65 @@ class SlotMigration:
 
 
 class SentinelSetup:
-    """One master, one replica and three sentinels watching them (quorum 2)."""
+    """One master, one replica and three sentinels watching them (quorum 2). With
+    ``tls_dir`` (as for :class:`RedisClusterNodes`) every node and sentinel speaks TLS
+    only (replication and the sentinels' own links too) and wants client certificates."""
 
     master_name = "conveyor-master"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls_dir: Path | None = None) -> None:
         self.directory = directory
+        self.tls_dir = tls_dir
+        client_tls = self.client_tls()
         master_port = free_port()
-        self.master = NodeProcess(directory / "master", master_port, list(_DATA_NODE))
+        self.master = NodeProcess(
+            directory / "master", master_port, [*_DATA_NODE, *self.tls_flags(master_port)],
+            client_tls=client_tls,
+        )  # fmt: skip
+        replica_port = free_port()
         self.replica = NodeProcess(
             directory / "replica",
-            free_port(),
-            [*_DATA_NODE, "--replicaof", "127.0.0.1", str(master_port)],
-        )
+            replica_port,
+            [*_DATA_NODE, *self.tls_flags(replica_port),
+             "--replicaof", "127.0.0.1", str(master_port)],
+            client_tls=client_tls,
+        )  # fmt: skip
         conf = (
             f"sentinel monitor {self.master_name} 127.0.0.1 {master_port} 2\n"
             f"sentinel down-after-milliseconds {self.master_name} 1000\n"
             f"sentinel failover-timeout {self.master_name} 5000\n"
             f"sentinel parallel-syncs {self.master_name} 1\n"
         )
-        self.sentinels = [
-            NodeProcess(directory / f"sentinel-{i}", free_port(), [], sentinel_conf=conf)
-            for i in range(3)
-        ]
+        self.sentinels = []
+        for i in range(3):
+            port = free_port()
+            self.sentinels.append(
+                NodeProcess(
+                    directory / f"sentinel-{i}", port, self.tls_flags(port),
+                    sentinel_conf=conf, client_tls=client_tls,
+                )
+            )  # fmt: skip
+
+    def tls_flags(self, port: int) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-replication", "yes",
+            "--tls-cert-file", str(d / "server.pem"), "--tls-key-file", str(d / "server.key"),
+            "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+
+    def client_tls(self) -> dict[str, str] | None:
+        """ssl_* options of a client that trusts the test CA and shows its certificate."""
+        if self.tls_dir is None:
+            return None
+        d = self.tls_dir
+        return {
+            "ssl_ca_certs": str(d / "ca.pem"),
+            "ssl_certfile": str(d / "client.pem"),
+            "ssl_keyfile": str(d / "client.key"),
+        }
 
     @property
     def data_nodes(self) -> list[NodeProcess]:
@@ -357,7 +393,7 @@ def rejoin_as_replica(setup: SentinelSetup, node: NodeProcess) -> None:
     """Bring a killed master back as the new master's replica (what the sentinels do to
     it on their next look; told at start here so the test does not wait for them)."""
     master = setup.current_master_port()
-    node.extra = [*_DATA_NODE, "--replicaof", "127.0.0.1", str(master)]
+    node.extra = [*_DATA_NODE, *setup.tls_flags(node.port), "--replicaof", "127.0.0.1", str(master)]
     node.start()
     wait_for(
         lambda: node.client().info("replication").get("master_link_status") == "up",

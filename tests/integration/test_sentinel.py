@@ -4,17 +4,20 @@ transport options; the master the sentinels name is the one used."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import Conveyor
-from conveyor.exceptions import ConfigurationError
+from conveyor.exceptions import BrokerUnavailable, ConfigurationError
 from conveyor.stores import backend_from_url, transport_from_url
 from conveyor.stores.redis.topology import RedisOptions, parse_sentinel_url
 
-from ..support_cluster import SentinelSetup
+from ..support import wait_for
+from ..support_cluster import SentinelSetup, failed_over
 
 pytestmark = [pytest.mark.redis]
 
@@ -119,3 +122,55 @@ def test_a_worker_runs_tasks_through_sentinel(
         assert [r.get(timeout=20) for r in results] == [2 * i for i in range(50)]
     finally:
         failover.app.close()
+
+
+def test_a_tls_sentinel_setup_with_broker_use_ssl_follows_a_failover(tmp_path: Path) -> None:
+    """Master, replica and sentinels speaking TLS only, with client certificates, as
+    kombu reads it: broker_use_ssl / redis_backend_use_ssl for the master's connections,
+    the sentinels' TLS in sentinel_kwargs. After the master is killed, the same
+    transport reaches the promoted replica over TLS; an unknown CA is refused."""
+    from ..certs import issue
+
+    ca = issue("conveyor test CA", ca=True)
+    ca.write(tmp_path, "ca")
+    issue("stranger CA", ca=True).write(tmp_path, "stranger-ca")
+    issue("127.0.0.1", issuer=ca, ip="127.0.0.1").write(tmp_path, "server")
+    issue("client", issuer=ca).write(tmp_path, "client")
+    setup = SentinelSetup(tmp_path / "nodes", tls_dir=tmp_path)
+    tls = setup.client_tls()
+    assert tls is not None
+    options = {
+        "master_name": setup.master_name,
+        "sentinel_kwargs": {"ssl": True, **tls},
+        "failover_timeout": 20,
+    }
+    try:
+        setup.start()
+        transport = transport_from_url(setup.url(), transport_options=options, use_ssl=tls)
+        backend = backend_from_url(setup.url(), transport_options=options, use_ssl=tls)
+        try:
+            transport.publish("q", [b"before"])
+            backend.store("t1", b"meta", final=True)
+            assert backend.wait("t1", timeout=1) == b"meta"
+            setup.master.client().execute_command("WAIT", 1, 2000)
+            old = setup.current_master()
+            old.kill(signal.SIGKILL)
+            wait_for(lambda: failed_over(setup, old.port), 30, interval=0.1,
+                     what="a sentinel-led failover")  # fmt: skip
+            transport.publish("q", [b"after"])
+            consumer = transport.consumer(["q"], "c1", 30)
+            got = consumer.fetch(10, timeout=2)
+            assert sorted(d.body for d in got) == [b"after", b"before"]
+            consumer.close()
+            assert backend.get("t1") == b"meta"
+            assert setup.current_master().port != old.port
+        finally:
+            transport.close()
+            backend.close()
+        stranger = {**tls, "ssl_ca_certs": str(tmp_path / "stranger-ca.pem")}
+        quick = {**options, "failover_timeout": 0.5}
+        with pytest.raises(BrokerUnavailable, match=r"cannot reach the broker at sentinel://"):
+            refused = transport_from_url(setup.url(), transport_options=quick, use_ssl=stranger)
+            refused.publish("q", [b"never"])
+    finally:
+        setup.stop()

@@ -38,7 +38,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
-from redis.sentinel import SentinelManagedConnection
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 from ...exceptions import BrokerUnavailable, ConfigurationError
 from ..urls import masked
@@ -270,9 +270,13 @@ def pool_from_url(
         options["retry"] = failover_retry(read.failover_timeout)
         options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
     if is_sentinel_url(url):
-        if tls is not None:
-            raise ConfigurationError("TLS options with sentinel:// are not supported yet")
-        options["connection_class"] = _mapped(SentinelManagedConnection, url, role)
+        # As kombu and Celery read it: broker_use_ssl / redis_backend_use_ssl make the
+        # connections to the master (and to a replica it names after a failover) TLS;
+        # sentinels that speak TLS themselves are told so in the ``sentinel_kwargs``
+        # transport option ({"ssl": True, "ssl_ca_certs": ...}), passed to them as is.
+        options.update(tls or {})
+        managed = SentinelManagedSSLConnection if tls is not None else SentinelManagedConnection
+        options["connection_class"] = _mapped(managed, url, role)
         return sentinel_pool(url, read, **options)
     options.update(tls or {})
     options["connection_class"] = _connection_class(url, role, tls is not None)
