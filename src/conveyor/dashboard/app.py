@@ -59,7 +59,11 @@ class Dashboard:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.filters.update(
-            ago=present.ago, clock=present.clock, duration=present.duration, short=present.short
+            ago=present.ago,
+            clock=present.clock,
+            duration=present.duration,
+            short=present.short,
+            uptime=present.uptime,
         )
         env.globals.update(base=self.prefix)
 

@@ -26,6 +26,7 @@ __all__ = ["routes"]
 
 PAGE_SIZE = 50
 CHART_BUCKETS = 60  # five minutes of 5 s bars
+MIN_CHART_BUCKETS = 12
 ID_PREFIX = re.compile(r"[0-9a-fA-F-]{6,36}")
 SEARCH_WINDOW = 200_000  # tasks one page of an argument search reads at most (~200 ms)
 SINCE_CHOICES = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -74,9 +75,14 @@ def summary(board: Dashboard) -> dict[str, Any]:
 
 def overview(board: Dashboard, request: Request) -> Response:
     now = time.time()
-    first = int(now // BUCKET_SECONDS) - CHART_BUCKETS + 1
+    last = int(now // BUCKET_SECONDS)
+    first = last - CHART_BUCKETS + 1
     known = {b: (s, f, r) for b, s, f, r in board.history.buckets(first * BUCKET_SECONDS)}
-    starts = list(range(first, first + CHART_BUCKETS))
+    if known:
+        # History younger than the window: start the charts where it starts (a minute
+        # at least), so a short run is not a sliver at the right edge.
+        first = max(first, min(min(known) - 1, last - MIN_CHART_BUCKETS + 1))
+    starts = list(range(first, last + 1))
     succeeded = [known.get(b, (0, 0, 0.0))[0] / BUCKET_SECONDS for b in starts]
     failed = [known.get(b, (0, 0, 0.0))[1] / BUCKET_SECONDS for b in starts]
     latency: list[float | None] = []
@@ -99,10 +105,11 @@ def overview(board: Dashboard, request: Request) -> Response:
             "page": "overview",
             "top": top,
             "charts": charts,
-            "rate_now": (sum(succeeded[-12:]) + sum(failed[-12:])) / 12,
+            "rate_now": (sum(succeeded[-12:]) + sum(failed[-12:])) / min(12, len(starts)),
+            "chart_from": starts[0] * BUCKET_SECONDS,
             "window_total": window * BUCKET_SECONDS,
             "queue_rows": _queue_rows(board, top),
-            "worker_rows": _worker_rows(board, top, with_stats=False),
+            "worker_rows": _worker_rows(board, top, {}),
             "recent_failures": board.history.tasks(TaskFilter(state="FAILURE"), limit=5),
         },
     )
@@ -218,6 +225,7 @@ def _stored_result(board: Dashboard, task_id: str) -> dict[str, Any] | None:
 
 
 def workers(board: Dashboard, request: Request) -> Response:
+    stats = _inspect_stats(board)  # first: the counts below are then read together
     top = summary(board)
     return board.render(
         request,
@@ -225,7 +233,7 @@ def workers(board: Dashboard, request: Request) -> Response:
         {
             "page": "workers",
             "top": top,
-            "worker_rows": _worker_rows(board, top, with_stats=True),
+            "worker_rows": _worker_rows(board, top, stats),
             "task_names": sorted(n for n in board.app.tasks if not n.startswith("celery.")),
             "rate_limits": _rate_limits(board),
         },
@@ -239,16 +247,18 @@ def _rate_limits(board: Dashboard) -> dict[str, str]:
         return {}
 
 
-def _worker_rows(board: Dashboard, top: dict[str, Any], with_stats: bool) -> list[dict[str, Any]]:
-    """Live workers from the registry; with ``with_stats`` their pools and counts as they
-    answer ``inspect stats``; workers only the history knows are listed as offline."""
-    stats: dict[str, Any] = {}
-    if with_stats and top["alive"]:
-        try:
-            answer = board.app.control.inspect(timeout=INSPECT_TIMEOUT).stats()
-            stats = answer or {}
-        except Exception:
-            stats = {}
+def _inspect_stats(board: Dashboard) -> dict[str, Any]:
+    try:
+        return board.app.control.inspect(timeout=INSPECT_TIMEOUT).stats() or {}
+    except Exception:  # no worker answered, or the store is away: the rows say less
+        return {}
+
+
+def _worker_rows(
+    board: Dashboard, top: dict[str, Any], stats: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Live workers from the registry, with their pools and counts as they answered
+    ``inspect stats``; workers only the history knows are listed as offline."""
     rows: dict[str, dict[str, Any]] = {}
     for info in top["alive"]:
         name = str(info.get("hostname"))

@@ -14,7 +14,17 @@ from markupsafe import Markup, escape
 
 from .history import BUCKET_SECONDS
 
-__all__ = ["Masking", "ago", "bars_chart", "clock", "duration", "line_chart", "literal", "short"]
+__all__ = [
+    "Masking",
+    "ago",
+    "bars_chart",
+    "clock",
+    "duration",
+    "line_chart",
+    "literal",
+    "short",
+    "uptime",
+]
 
 MASK = "•••"
 
@@ -38,6 +48,10 @@ def _span(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def uptime(since: float) -> str:
+    return _span(max(0.0, time.time() - since))
 
 
 def clock(timestamp: float | None) -> str:
