@@ -68,26 +68,33 @@ def test_a_half_moved_queue_is_followed_by_ask_then_moved(
         # The cold path (redis-py's cluster client and its pipelines) follows ASK too.
         assert [(s.name, s.ready) for s in transport.queues()] == [(queue, 1)]
 
-        # A publish needs the queue's list, ETA and wake keys together: the importing
-        # node answers TRYAGAIN while the move is unfinished; the link waits it out and
-        # follows MOVED once the slot is the target's.
-        done = threading.Event()
+        # A publish (raw link) and a release through redis-py's client (the keeper's
+        # path) need several of the queue's keys together: the importing node answers
+        # TRYAGAIN while the move is unfinished, for longer than redis-py's own few
+        # retries; both wait it out and follow MOVED once the slot is the target's.
+        published, released = threading.Event(), threading.Event()
 
         def publish() -> None:
             transport.publish(queue, [b"m5"])
-            done.set()
+            published.set()
 
-        publisher = threading.Thread(target=publish, daemon=True)
-        publisher.start()
-        assert not done.wait(0.5), "a publish cannot complete while the slot is split"
+        def release() -> None:
+            transport.release("c1", [got[1]])
+            released.set()
+
+        for step in (publish, release):
+            threading.Thread(target=step, daemon=True).start()
+        time.sleep(1.0)
+        assert not published.is_set(), "a publish cannot complete while the slot is split"
+        assert not released.is_set(), "nor a release"
         migration.finish()
-        assert done.wait(5), "the publish went through once the slot had moved"
-        publisher.join(1)
+        assert published.wait(5), "the publish went through once the slot had moved"
+        assert released.wait(5), "the release went through once the slot had moved"
         assert redis_cluster.master_of(keys.queue(queue)).port == migration.target.port
 
         rest = consumer.fetch(10, timeout=2)
-        assert [d.body for d in rest] == [b"m4", b"m5"]
-        for delivery in [*got[1:], *rest]:
+        assert [d.body for d in rest] == [b"m2", b"m4", b"m5"]
+        for delivery in [got[2], *rest]:
             consumer.ack(delivery)
         consumer.flush()
         assert transport.inflight_count() == 0

@@ -170,7 +170,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, redis.TimeoutError):
         return "timed out"
     text = str(exc).strip().rstrip(".")
-    return text[:1].lower() + text[1:] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    # "Connection refused" reads "connection refused" mid-line; "TTL exhausted" stays.
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 # Celery's broker_use_ssl / redis_backend_use_ssl keys for Redis (redis-py's names).
