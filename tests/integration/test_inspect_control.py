@@ -7,7 +7,9 @@ supervisor answers (it runs no task), so the answers come within the default 1 s
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -209,3 +211,39 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_scheduled_lists_each_eta_task_once_over_the_workers(
+    client: Conveyor, worker_broker_url: str, spawn_worker: Any
+) -> None:
+    """ETA tasks wait in the broker, not in a worker: ``scheduled`` lists each once,
+    under the first (by name) of the live workers consuming its queue, in Celery's
+    shape; the union over workers is every task waiting for its ETA."""
+    spawn_worker(APP, worker_broker_url, "-P", "threads", "-c", "1", "-n", "a-sched@%h")
+    spawn_worker(APP, worker_broker_url, "-P", "threads", "-c", "1", "-n", "b-sched@%h",
+                 "-Q", "celery,later")
+    first, second = f"a-sched@{_host()}", f"b-sched@{_host()}"
+    wait_for(lambda: len(client.control.ping()) == 2, 15, what="both workers listed")
+    sent = time.time()
+    soon = client.send_task(ADD, (1, 2), countdown=60)
+    later = client.send_task(ADD, (3, 4), countdown=120, priority=3)
+    other = client.send_task(ADD, (5, 6), countdown=60, queue="later")
+    client.send_task(ADD, (7, 8)).get(timeout=20)  # not scheduled: runs now
+    answers = client.control.inspect().scheduled()
+    assert answers is not None and set(answers) == {first, second}
+    # "celery" is consumed by both: the first by name lists it; "later" only by b.
+    assert [item["request"]["id"] for item in answers[first]] == [soon.id, later.id]
+    assert [item["request"]["id"] for item in answers[second]] == [other.id]
+    by_id = {item["request"]["id"]: item for items in answers.values() for item in items}
+    eta = datetime.fromisoformat(by_id[later.id]["eta"]).timestamp()
+    assert sent + 119 < eta < time.time() + 121
+    assert by_id[later.id]["priority"] == 3
+    request = by_id[soon.id]["request"]
+    assert request["name"] == ADD and request["args"] == [1, 2]
+    assert request["delivery_info"]["routing_key"] == "celery"
+    assert client.control.inspect(destination=[second]).scheduled() == {
+        second: answers[second]
+    }
+    found = client.control.inspect().query_task(other.id)
+    assert found == {first: {}, second: {other.id: ["scheduled", by_id[other.id]["request"]]}}
+    client.control.revoke([soon.id, later.id, other.id])

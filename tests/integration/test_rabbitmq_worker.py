@@ -167,6 +167,11 @@ def test_inspect_and_control_reach_workers_on_rabbitmq(
     assert len(answers) == 1
     (name,) = answers[0]
     assert name.startswith("rabbit@")
+    # ETA messages wait in delay queues shared by every queue: said, not an empty list
+    scheduled = amqp_seed.app.control.inspect(timeout=5.0).scheduled()
+    assert scheduled == {
+        name: {"error": "the broker (amqp) cannot list the messages it holds for their ETA"}
+    }
 
 
 def test_the_event_stream_works_on_rabbitmq(

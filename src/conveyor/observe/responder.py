@@ -16,12 +16,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..message import decode_envelope
 from ..serializers import accepted
 from ..stores.mailbox import mailbox_for
+from ..stores.probe import ScheduledProbe, scheduled_messages
 from .control import REPLY_TTL
 from .views import RunningTask, UnsupportedCommand, WorkerView
 
@@ -35,6 +37,9 @@ logger = logging.getLogger("conveyor.worker")
 
 # How often a threads/solo worker looks at its inbox (the supervisor looks every loop).
 POLL_SECONDS = 0.05
+# ``inspect scheduled`` lists at most this many ETA messages per queue, earliest first
+# (a million scheduled tasks cost the workers nothing; listing them all would).
+SCHEDULED_LIMIT = 1000
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -51,7 +56,7 @@ class ControlResponder:
             "ping": lambda _: {"ok": "pong"},
             "active": lambda _: self.active(),
             "reserved": lambda _: self.reserved(),
-            "scheduled": lambda _: [],  # ETA tasks wait in the broker (promise 3)
+            "scheduled": lambda _: self.scheduled(),
             "registered": lambda _: sorted(n for n in self.app.tasks if not _builtin(n)),
             "stats": lambda _: self.stats(),
             "active_queues": lambda _: [_queue_info(q) for q in self.worker.queues],
@@ -141,10 +146,55 @@ class ControlResponder:
                     requests.append(self._request(body, tag, None, acknowledged=False))
         return requests
 
+    def scheduled(self) -> list[dict[str, Any]]:
+        """Celery's ``scheduled``: the ETA and countdown tasks waiting, each as
+        ``{"eta", "priority", "request"}``. They wait in the broker, not in a worker
+        (promise 3), so each queue's are listed by one worker: the first by name of the
+        live workers consuming it. Over all workers, each task is listed once, as in
+        Celery (where the one worker that prefetched it lists it)."""
+        held = scheduled_messages(self.app.broker, self._queues_to_report(), SCHEDULED_LIMIT)
+        if held is None:
+            scheme = self.app.broker.url.split("://", 1)[0]
+            raise UnsupportedCommand(
+                f"the broker ({scheme}) cannot list the messages it holds for their ETA"
+            )
+        replies = []
+        for message in held:
+            request = self._request(message.body, "", None, acknowledged=False)
+            request["delivery_info"]["routing_key"] = message.queue
+            replies.append({
+                "eta": datetime.fromtimestamp(message.due, UTC).isoformat(),
+                "priority": message.priority,
+                "request": request,
+            })
+        return replies
+
+    def _queues_to_report(self) -> list[str]:
+        """This worker's queues whose scheduled messages it reports: those of which it
+        is the first live consumer by name (or that no listed worker consumes yet)."""
+        try:
+            workers = self.app.coordinator.workers()
+        except Exception as exc:  # the registry is away: report them all (duplicates)
+            logger.debug("control: could not read the registry (%s)", exc)
+            workers = []
+        mine = []
+        for queue in self.worker.queues:
+            consumers = [
+                str(info.get("hostname"))
+                for info in workers
+                if queue in (info.get("queues") or ())
+            ]
+            if min([*consumers, self.hostname]) == self.hostname:
+                mine.append(queue)
+        return mine
+
     def query_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
         wanted = set(arguments.get("ids") or ())
         found: dict[str, Any] = {}
-        for state, requests in (("active", self.active()), ("reserved", self.reserved())):
+        states = [("active", self.active()), ("reserved", self.reserved())]
+        if isinstance(self.app.broker, ScheduledProbe):
+            states.append(("scheduled", [item["request"] for item in self.scheduled()]))
+        for state, requests in states:
             for request in requests:
                 if request["id"] in wanted:
                     found[request["id"]] = [state, request]

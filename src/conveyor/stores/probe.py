@@ -1,6 +1,10 @@
-"""A read-only look at the oldest waiting message of each queue, for the
-``conveyor_queue_oldest_message_age_seconds`` gauge (observe/metrics.py) and the
-dashboard: a capability each store offers (:class:`WaitingProbe`).
+"""Read-only looks into a broker's queues, each a capability a store offers:
+
+- :class:`WaitingProbe`: when the oldest waiting message of each queue became due, for
+  the ``conveyor_queue_oldest_message_age_seconds`` gauge (observe/metrics.py) and the
+  dashboard;
+- :class:`ScheduledProbe`: the messages held for their ETA (countdown, eta, a retry's
+  delay), earliest first, for ``inspect scheduled``.
 
 Redis: ``LINDEX <level> -1`` on each priority list (LPUSH in, RPOP out: the oldest is
 at the right end), one pipeline. SQLite: ``min(due)`` of the waiting rows (``due`` is
@@ -11,12 +15,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 
 from .transport import Transport
 
-__all__ = ["WaitingProbe", "oldest_waiting", "waiting_since"]
+__all__ = [
+    "Scheduled",
+    "ScheduledProbe",
+    "WaitingProbe",
+    "oldest_waiting",
+    "scheduled_messages",
+    "waiting_since",
+]
 
 
 class _Sent(msgspec.Struct):
@@ -55,3 +67,33 @@ def oldest_waiting(broker: Transport, queues: Sequence[str]) -> dict[str, float]
     if isinstance(broker, WaitingProbe):
         return broker.oldest_waiting(queues)
     return {}
+
+
+@dataclass(slots=True, frozen=True)
+class Scheduled:
+    """A message held in the broker until ``due`` (epoch seconds)."""
+
+    queue: str
+    due: float
+    priority: int
+    body: bytes
+
+
+class ScheduledProbe(ABC):
+    """The capability of a transport that can list the messages it holds for their ETA
+    without taking them (redis, cluster, sqlite, memory). AMQP cannot: its delayed
+    messages wait in delay queues shared by every queue."""
+
+    @abstractmethod
+    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        """Up to ``limit`` messages per queue held for their ETA, earliest first (one
+        that fell due a moment ago may still be listed until a consumer moves it)."""
+
+
+def scheduled_messages(
+    broker: Transport, queues: Sequence[str], limit: int
+) -> list[Scheduled] | None:
+    """``broker``'s :meth:`ScheduledProbe.scheduled`, or None when it cannot list them."""
+    if isinstance(broker, ScheduledProbe):
+        return broker.scheduled(queues, limit)
+    return None

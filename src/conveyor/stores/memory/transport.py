@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..coordination import CoordinatingStore, Coordinator
 from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import WaitingProbe, waiting_since
+from ..probe import Scheduled, ScheduledProbe, WaitingProbe, waiting_since
 from ..transport import (
     Delivery,
     LeasedDeliveries,
@@ -38,7 +38,8 @@ __all__ = ["MemoryConsumer", "MemoryTransport"]
 
 
 class MemoryTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
+    ScheduledProbe,
 ):
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -206,6 +207,21 @@ class MemoryTransport(
                 if times:
                     oldest[queue] = min(times)
         return oldest
+
+    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        with self.state.cond:
+            entries = sorted(
+                (due, seq, queue, level, message.body)
+                for due, seq, queue, level, message in self.state.scheduled
+                if queue in queues
+            )
+        held: list[Scheduled] = []
+        taken: dict[str, int] = {}
+        for due, _, queue, level, body in entries:
+            if taken.get(queue, 0) < limit:
+                taken[queue] = taken.get(queue, 0) + 1
+                held.append(Scheduled(queue, due, level, body))
+        return held
 
 
 class MemoryConsumer(TransportConsumer):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..coordination import CoordinatingStore, Coordinator
 from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import WaitingProbe
+from ..probe import Scheduled, ScheduledProbe, WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -86,7 +86,8 @@ def by_queue(tags: Iterable[str]) -> dict[str, list[str]]:
 
 
 class RedisClusterTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
+    ScheduledProbe,
 ):
     def __init__(
         self,
@@ -313,6 +314,11 @@ class RedisClusterTransport(
         from .probe import oldest_in_lists
 
         return oldest_in_lists(self.client, self.keys, queues)
+
+    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        from .probe import scheduled_in_zsets
+
+        return scheduled_in_zsets(self.client, self.keys, queues, limit)
 
 
 class RedisClusterConsumer(TransportConsumer):

@@ -1,17 +1,20 @@
-"""The oldest waiting message of each queue on Redis (one Redis or a cluster), for
-:class:`~conveyor.stores.probe.WaitingProbe`: ``LINDEX <level> -1`` on each priority
-list (LPUSH in, RPOP out: the oldest is at the right end), in one pipeline."""
+"""Read-only looks into queues on Redis (one Redis or a cluster): the oldest waiting
+message of each queue (:class:`~conveyor.stores.probe.WaitingProbe`: ``LINDEX <level>
+-1`` on each priority list, LPUSH in and RPOP out, so the oldest is at the right end)
+and the messages held for their ETA (:class:`~conveyor.stores.probe.ScheduledProbe`:
+``ZRANGE`` of each queue's ETA zset, whose members are ``<level digit><body>``), each
+in one pipeline."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..probe import waiting_since
+from ..probe import Scheduled, waiting_since
 from ..transport import PRIORITY_LEVELS
 from .keys import RedisKeys
 
-__all__ = ["oldest_in_lists"]
+__all__ = ["oldest_in_lists", "scheduled_in_zsets"]
 
 
 def oldest_in_lists(client: Any, keys: RedisKeys, queues: Sequence[str]) -> dict[str, float]:
@@ -32,3 +35,17 @@ def oldest_in_lists(client: Any, keys: RedisKeys, queues: Sequence[str]) -> dict
         if times:
             oldest[queue] = min(times)
     return oldest
+
+
+def scheduled_in_zsets(
+    client: Any, keys: RedisKeys, queues: Sequence[str], limit: int
+) -> list[Scheduled]:
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.zrange(keys.eta(queue), 0, limit - 1, withscores=True)
+    held: list[Scheduled] = []
+    for queue, members in zip(queues, pipe.execute(), strict=True):
+        for member, due_ms in members:
+            member = bytes(member)
+            held.append(Scheduled(queue, float(due_ms) / 1000.0, int(member[:1]), member[1:]))
+    return held

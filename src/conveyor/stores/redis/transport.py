@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..coordination import CoordinatingStore, Coordinator
 from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import WaitingProbe
+from ..probe import Scheduled, ScheduledProbe, WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -75,7 +75,8 @@ _CHUNK = 1000
 
 
 class RedisTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
+    ScheduledProbe,
 ):
     def __init__(
         self,
@@ -272,6 +273,11 @@ class RedisTransport(
         from .probe import oldest_in_lists
 
         return oldest_in_lists(self.client, self.keys, queues)
+
+    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        from .probe import scheduled_in_zsets
+
+        return scheduled_in_zsets(self.client, self.keys, queues, limit)
 
 
 class RedisConsumer(TransportConsumer):

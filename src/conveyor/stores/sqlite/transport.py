@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ..coordination import CoordinatingStore, Coordinator
 from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import WaitingProbe
+from ..probe import Scheduled, ScheduledProbe, WaitingProbe
 from ..transport import (
     Delivery,
     LeasedDeliveries,
@@ -90,7 +90,8 @@ def _take_waiters(conn: sqlite3.Connection, queues: Iterable[str]) -> list[str]:
 
 
 class SQLiteTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
+    ScheduledProbe,
 ):
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``; thread- and
     fork-safe (a connection per thread and process)."""
@@ -311,6 +312,17 @@ class SQLiteTransport(
             "GROUP BY queue"
         )
         return {str(q): float(due) for q, due in rows if q in queues and due is not None}
+
+    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        held: list[Scheduled] = []
+        for queue in queues:
+            rows = self.db.read(
+                "SELECT due, priority, body FROM messages WHERE queue = ? AND scheduled = 1 "
+                "ORDER BY due LIMIT ?",
+                (queue, limit),
+            )
+            held += [Scheduled(queue, float(d), int(p), bytes(b)) for d, p, b in rows]
+        return held
 
 
 def _earlier_than_all(conn: sqlite3.Connection, due: float) -> bool:
