@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conveyor import Conveyor
+from conveyor import Conveyor, chain
 
 from ..support import wait_for
 
@@ -72,6 +72,15 @@ def test_pages_show_a_known_workload_and_new_tasks_live(
     expect(worker.locator("td").nth(4)).to_have_text("15")  # processed, from inspect stats
     page.goto(board.url + "/queues")
     expect(page.locator("table.dense tbody tr").first).to_contain_text("celery")
+
+    flow = chain(client.signature(ADD, args=(1, 1)), client.signature(ADD, args=(10,)))
+    last = flow.apply_async()
+    assert last.get(timeout=20) == 12
+    assert last.parent is not None
+    page.goto(f"{board.url}/tasks/{last.parent.id}")
+    tree = page.locator("#workflow")
+    expect(tree.locator(f"a[href$='/tasks/{last.id}']")).to_be_visible()  # child, live
+    expect(tree.locator("li.this")).to_contain_text("this task")
 
     page.goto(board.url + "/tasks")
     expect(page.locator("#live-dot.on")).to_be_visible()
@@ -140,13 +149,13 @@ def test_auth_read_only_users_cross_site_forms_and_masked_arguments(
         assert login.get(timeout=20) == "ada"
         board = spawn_dashboard(
             redis_url, "--basic-auth", "admin:s3cret,viewer:look", "--read-only-user", "viewer",
-            env={"BOARD_MASK_ARGS": "1"},
+            "--url-prefix", "/q", env={"BOARD_MASK_ARGS": "1"},
         )
-        task_page = f"{board.url}/tasks/{failed.id}"
+        task_page = f"{board.url}/q/tasks/{failed.id}"
 
-        assert httpx.get(board.url + "/").status_code == 401
-        assert httpx.get(board.url + "/", auth=("admin", "wrong")).status_code == 401
-        assert httpx.get(board.url + "/live", auth=("nobody", "x")).status_code == 401
+        assert httpx.get(board.url + "/q/").status_code == 401
+        assert httpx.get(board.url + "/q/", auth=("admin", "wrong")).status_code == 401
+        assert httpx.get(board.url + "/q/live", auth=("nobody", "x")).status_code == 401
 
         viewer = browser.new_context(http_credentials={"username": "viewer", "password": "look"})
         page = viewer.new_page()
@@ -154,10 +163,12 @@ def test_auth_read_only_users_cross_site_forms_and_masked_arguments(
         expect(page.locator("#task-traceback")).to_contain_text("ValueError: again")
         expect(page.locator("main button")).to_have_count(0)
         expect(page.locator(".who")).to_contain_text("read-only")
-        page.goto(board.url + "/workers")
+        page.goto(board.url + "/")  # redirected under the prefix
+        page.get_by_role("link", name="Workers", exact=True).click()
+        expect(page).to_have_url(board.url + "/q/workers")
         expect(page.locator("#worker-table tbody tr")).to_have_count(1)
         expect(page.locator("main button, main form[method=post]")).to_have_count(0)
-        page.goto(f"{board.url}/tasks/{login.id}")
+        page.goto(f"{board.url}/q/tasks/{login.id}")
         expect(page.locator("#task-kwargs")).to_contain_text("'password': •••")
         expect(page.locator("#task-args")).to_contain_text("ada")
         assert "hunter2" not in page.content()
@@ -172,9 +183,9 @@ def test_auth_read_only_users_cross_site_forms_and_masked_arguments(
         # Forms: the token in a cookie and a field; another site can send neither.
         for user, password, expected in (("admin", "s3cret", 303), ("viewer", "look", 403)):
             with httpx.Client(base_url=board.url, auth=(user, password)) as http:
-                http.get(f"/tasks/{failed.id}")
+                http.get(f"/q/tasks/{failed.id}")
                 token = http.cookies["conveyor_csrf"]
-                revoke = f"/tasks/{failed.id}/revoke"
+                revoke = f"/q/tasks/{failed.id}/revoke"
                 assert http.post(revoke, data={"next": "/"}).status_code == 403
                 forged = http.post(revoke, data={"csrf": token},
                                    headers={"Origin": "http://evil.example"})

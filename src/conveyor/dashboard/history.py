@@ -446,6 +446,15 @@ class History:
         )
         return [TaskRow(*row) for row in rows]
 
+    def workflow(self, root_id: str, limit: int = 300) -> list[TaskRow]:
+        """The tasks of one workflow (a chain's steps, a group's members, a chord's
+        header and body, their children), oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE root_id = ? ORDER BY seen, seq LIMIT ?",
+            (root_id, limit),
+        )
+        return [TaskRow(*row) for row in rows]
+
     def state_counts(self) -> dict[str, int]:
         return {
             str(state): int(n)

@@ -199,10 +199,33 @@ def task(board: Dashboard, request: Request) -> Response:
             "parent": parent,
             "root": root,
             "children": board.history.children(task_id),
+            "tree": _workflow_tree(board, row) if row else [],
             "final": row is not None and row.state in FINAL,
             "retryable": row is not None and row.state in ("FAILURE", "REVOKED", "REJECTED"),
         },
     )
+
+
+def _workflow_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
+    """The task's workflow as nested nodes (``row``, ``children``, ``this``), from its
+    root down by parent links; empty for a lone task."""
+    if not row.root_id:
+        return []
+    members = board.history.workflow(row.root_id)
+    if len(members) < 2:
+        return []
+    ids = {member.id for member in members}
+    nodes: dict[str, dict[str, Any]] = {
+        m.id: {"row": m, "children": [], "this": m.id == row.id} for m in members
+    }
+    top: list[dict[str, Any]] = []
+    for member in members:
+        parent = member.parent_id
+        if parent in ids and parent != member.id:
+            nodes[str(parent)]["children"].append(nodes[member.id])
+        else:
+            top.append(nodes[member.id])
+    return top
 
 
 def _stored_result(board: Dashboard, task_id: str) -> dict[str, Any] | None:

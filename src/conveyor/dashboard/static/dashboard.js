@@ -42,7 +42,8 @@
   // Live: when the history moves, fetch this page again and swap its content, unless
   // the user is busy with it (a dialog open, a field focused, an older page of tasks).
   const dot = document.getElementById("live-dot");
-  let busy = false, again = false;
+  const EVERY_MS = 700;  // at most this often: a busy queue moves the history 5 times a second
+  let busy = false, again = false, last = 0;
   function userBusy() {
     const active = document.activeElement;
     return dialog.open || (active && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName)) ||
@@ -51,6 +52,9 @@
   async function reload() {
     if (busy) { again = true; return; }
     if (userBusy()) return;
+    const wait = last + EVERY_MS - Date.now();
+    if (wait > 0) { busy = true; setTimeout(function () { busy = false; reload(); }, wait); return; }
+    last = Date.now();
     busy = true;
     try {
       const response = await fetch(location.href, { headers: { "X-Live": "1" }, credentials: "same-origin" });
@@ -70,13 +74,13 @@
     if (again) { again = false; setTimeout(reload, 250); }
   }
   if (document.body.dataset.live === "on" && window.EventSource) {
-    let last = null;
+    let version = null;
     const source = new EventSource(base + "/live");
     source.onopen = function () { dot.classList.add("on"); };
     source.onerror = function () { dot.classList.remove("on"); };
     source.onmessage = function (message) {
-      if (last !== null && message.data !== last) reload();
-      last = message.data;
+      if (version !== null && message.data !== version) reload();
+      version = message.data;
     };
   }
 })();
