@@ -272,6 +272,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def alternated(
+    ctx: Ctx, title: str, measure: Measure, frameworks: list[Framework], repeat: int
+) -> dict[str, list[dict[str, float]]]:
+    """``repeat`` runs of ``measure`` per framework, alternated (celery, conveyor,
+    celery, ...): the machine is shared, and a load that comes and goes then falls on
+    both frameworks alike. A framework that fails is not run again."""
+    runs_of: dict[str, list[dict[str, float]]] = {fw.name: [] for fw in frameworks}
+    failed: set[str] = set()
+    for i in range(repeat):
+        for fw in frameworks:
+            if fw.name in failed:
+                continue
+            try:
+                runs_of[fw.name].append(measure(ctx, fw))
+            except Exception as exc:  # keep going: one framework may be unfinished
+                print(f"[{fw.name}] {title} failed: {exc}", file=sys.stderr)
+                failed.add(fw.name)
+                continue
+            shown = ", ".join(f"{k}={v:,.3f}" for k, v in runs_of[fw.name][-1].items())
+            print(f"[{fw.name}] {title} #{i + 1}: {shown}", file=sys.stderr)
+    return runs_of
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     names = [args.only] if args.only else ["celery", "conveyor"]
@@ -304,16 +327,9 @@ def main(argv: list[str] | None = None) -> None:
         for title, measure in MEASURES:
             if args.measure and title not in args.measure:
                 continue
+            runs_of = alternated(ctx, title, measure, frameworks, args.repeat)
             for fw in frameworks:
-                runs: list[dict[str, float]] = []
-                for i in range(args.repeat):
-                    try:
-                        runs.append(measure(ctx, fw))
-                    except Exception as exc:  # keep going: one framework may be unfinished
-                        print(f"[{fw.name}] {title} failed: {exc}", file=sys.stderr)
-                        break
-                    shown = ", ".join(f"{k}={v:,.3f}" for k, v in runs[-1].items())
-                    print(f"[{fw.name}] {title} #{i + 1}: {shown}", file=sys.stderr)
+                runs = runs_of[fw.name]
                 raw[fw.name][title] = runs
                 if runs:
                     for key in runs[0]:

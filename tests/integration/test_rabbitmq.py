@@ -144,6 +144,26 @@ def test_long_countdowns_wait_in_the_broker_in_due_order(amqp_url: str) -> None:
     transport.close()
 
 
+def test_purge_drops_a_queues_scheduled_messages_and_keeps_others_due_on_time(
+    amqp_url: str,
+) -> None:
+    """The delay levels are shared: purging "q" reads them through, drops q's messages
+    and sends the others on for the time they had left (not a new full delay)."""
+    transport = amqp(amqp_url)
+    consumer = transport.consumer(["other"], "c1", 10)
+    transport.publish("q", [b"later", b"much later"], countdown=60)
+    sent = time.monotonic()
+    transport.publish("other", [b"keep"], countdown=1.5)
+    transport.publish("q", [b"now"])
+    assert transport.scheduled_total() == 3
+    assert transport.purge(["q"]) == 3
+    assert transport.scheduled_total() == 1
+    got = consumer.fetch(1, 5.0)
+    assert [d.body for d in got] == [b"keep"]
+    assert 1.3 < time.monotonic() - sent < 2.5
+    transport.close()
+
+
 def test_wrong_password_is_a_configuration_error(rabbit_node: RabbitNode) -> None:
     url = f"amqp://guest:wrong@127.0.0.1:{rabbit_node.port}//"
     with pytest.raises(ConfigurationError, match="refused the login") as caught:

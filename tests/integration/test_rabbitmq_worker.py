@@ -141,13 +141,19 @@ def test_status_purge_and_dlq_work_on_rabbitmq(
 ) -> None:
     for i in range(3):
         amqp_seed.add.delay(i, i)
+    amqp_seed.add.apply_async((9, 9), countdown=600)  # waits in the delay levels
     shown = cli(seed, "status", "--json")
     assert shown.returncode == 0, shown.stderr
-    depth = {q["name"]: q["ready"] for q in json.loads(shown.stdout)["queues"]}
+    report = json.loads(shown.stdout)
+    depth = {q["name"]: q["ready"] for q in report["queues"]}
     assert depth == {"celery": 3}
+    assert report["scheduled_all_queues"] == 1
+    table = cli(seed, "status")
+    assert "for all queues together: 1" in table.stdout
     purged = cli(seed, "purge", "-f")
     assert purged.returncode == 0, purged.stderr
-    assert "Purged 3 messages" in purged.stdout
+    assert "Purged 4 messages" in purged.stdout  # the scheduled one too
+    assert json.loads(cli(seed, "status", "--json").stdout)["scheduled_all_queues"] == 0
     spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "1", env=seed)
     amqp_seed.app.broker.publish("celery", [b"not a message"])
     coordinator = amqp_seed.app.coordinator

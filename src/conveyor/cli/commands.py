@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .. import states
+from ..stores.transport import SharedSchedule
 from .main import AppContext
 
 # States after which `call --wait` and `result` exit non-zero.
@@ -123,18 +124,19 @@ def status(obj: AppContext, as_json: bool) -> None:
     app = obj.app
     broker = app.broker
     queues = broker.queues()
+    # RabbitMQ's delay levels hold every queue's ETA messages together: counted together.
+    shared = broker.scheduled_total() if isinstance(broker, SharedSchedule) else None
     workers = app.coordinator.workers()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "queues": [
-                        {"name": q.name, "ready": q.ready, "scheduled": q.scheduled} for q in queues
-                    ],
-                    "workers": workers,
-                }
-            )
-        )
+        shown: dict[str, Any] = {
+            "queues": [
+                {"name": q.name, "ready": q.ready, "scheduled": q.scheduled} for q in queues
+            ],
+            "workers": workers,
+        }
+        if shared is not None:
+            shown["scheduled_all_queues"] = shared
+        click.echo(json.dumps(shown))
         return
     from rich.console import Console  # imported here: the worker never needs rich
     from rich.table import Table
@@ -147,6 +149,11 @@ def status(obj: AppContext, as_json: bool) -> None:
     for q in queues:
         table.add_row(q.name, str(q.ready), str(q.scheduled))
     console.print(table)
+    if shared is not None:
+        console.print(
+            f"scheduled (ETA/countdown) for all queues together: {shared} "
+            "(the broker keeps them in shared delay levels, not per queue)"
+        )
     wtable = Table(title="Workers")
     for column in ("worker", "pool", "concurrency", "queues", "up"):
         wtable.add_column(column)

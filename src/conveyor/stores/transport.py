@@ -41,6 +41,7 @@ __all__ = [
     "LeasedDeliveries",
     "QueueStats",
     "ResultWrite",
+    "SharedSchedule",
     "Transport",
     "TransportConsumer",
     "leases_of",
@@ -189,6 +190,16 @@ class Transport(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class SharedSchedule(ABC):
+    """The capability of a transport whose scheduled (ETA) messages wait in a place
+    shared by all its queues (RabbitMQ's delay levels): it counts them together, since
+    it cannot count them per queue (its ``QueueStats.scheduled`` is 0)."""
+
+    @abstractmethod
+    def scheduled_total(self) -> int:
+        """Scheduled messages waiting for any queue of this transport."""
 
 
 class Deferrals(ABC):

@@ -16,8 +16,9 @@ from ..conftest import KINDS
 TRANSPORT_KINDS = [*KINDS, "amqp"]
 
 # Per-queue counts of scheduled messages and of messages by priority: ETA messages wait
-# in RabbitMQ's delay levels, counted per level, and AMQP reports a queue's depth only
-# (docs/architecture.md, "RabbitMQ"); purge therefore cannot reach scheduled ones.
+# in RabbitMQ's delay levels, shared by all queues (counted together by
+# scheduled_total()), and AMQP reports a queue's depth only (docs/architecture.md,
+# "RabbitMQ"). Purge does reach scheduled messages: it reads the levels through.
 AMQP_CANNOT = "AMQP reports no per-queue scheduled or per-priority counts"
 
 

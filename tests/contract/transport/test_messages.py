@@ -164,7 +164,6 @@ def test_queues_report_depth_by_priority_and_scheduled(transport: Transport) -> 
     assert (stats["q"].ready, stats["q"].scheduled) == (0, 1)
 
 
-@pytest.mark.amqp_cannot
 def test_purge_deletes_waiting_and_scheduled_messages_only(transport: Transport) -> None:
     transport.publish("q", [b"a", b"b", b"c"])
     transport.publish("q", [b"later", b"later2"], countdown=60)

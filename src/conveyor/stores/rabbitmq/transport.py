@@ -30,13 +30,22 @@ from ..transport import (
     Deferrals,
     Delivery,
     QueueStats,
+    SharedSchedule,
     Transport,
     TransportConsumer,
     priority_level,
 )
 from .channel import AmqpChannel
 from .connection import mapped_errors, parse_amqp_url
-from .topology import DELIVERIES_HEADER, DUE_HEADER, QUEUE_HEADER, amqp_priority, delay_path
+from .topology import (
+    DELAY_LEVELS,
+    DELIVERIES_HEADER,
+    DUE_HEADER,
+    QUEUE_HEADER,
+    amqp_priority,
+    delay_path,
+    delay_queue,
+)
 
 if TYPE_CHECKING:
     from ..results import ResultBackend
@@ -93,7 +102,7 @@ class _Confirms:
         self.acked = max(self.acked, tag)
 
 
-class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
+class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries, SharedSchedule):
     """Thread-safe: publishes go through one confirmed channel under a lock; each
     consumer has a connection of its own."""
 
@@ -311,8 +320,9 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
     def queues(self) -> list[QueueStats]:
         """Depth of every queue this process knows (declared, consumed or named in
         ``known_queues``): AMQP cannot list a vhost's queues without the management
-        plugin. Messages waiting in the delay levels are counted per level, not per
-        queue, so ``scheduled`` is 0 here (docs/architecture.md)."""
+        plugin. Messages waiting in the delay levels are shared by all queues and
+        cannot be counted per queue without taking each one out: ``scheduled`` is 0
+        here and ``scheduled_total()`` counts them together (docs/architecture.md)."""
         return self._on_publisher(self._queue_stats)
 
     def _queue_stats(self) -> list[QueueStats]:
@@ -323,15 +333,57 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries):
             stats.append(QueueStats(name, int(ready)))
         return stats
 
+    def scheduled_total(self) -> int:
+        """Messages waiting in the delay levels, for every queue of the vhost."""
+        return self._on_publisher(self._scheduled_total)
+
+    def _scheduled_total(self) -> int:
+        self._publisher.declare_delays()
+        channel = self._publisher.channel()
+        return sum(
+            int(channel.queue_declare(delay_queue(level), passive=True)[1])
+            for level in range(DELAY_LEVELS)
+        )
+
     def purge(self, queues: Sequence[str]) -> int:
+        """Delete the queues' waiting messages and their scheduled ones. The delay
+        levels are shared by all queues, so they are read through: a message for
+        another queue is sent on again for exactly the time it had left (confirmed,
+        then the original acked), one for these queues is dropped. Levels are read from
+        the longest down, the way messages move, so none slips past; the work queues
+        are purged last (what fell due meanwhile is in them)."""
         return self._on_publisher(lambda: self._purge(queues))
 
     def _purge(self, queues: Sequence[str]) -> int:
-        count = 0
+        count = self._purge_delayed(set(queues))
         for name in queues:
             self._publisher.declare_queue(name)
             count += int(self._publisher.channel().queue_purge(name) or 0)
         return count
+
+    def _purge_delayed(self, queues: set[str]) -> int:
+        self._publisher.declare_delays()
+        channel = self._publisher.channel()
+        dropped = 0
+        for level in range(DELAY_LEVELS - 1, -1, -1):
+            name = delay_queue(level)
+            waiting = int(channel.queue_declare(name, passive=True)[1])
+            for _ in range(waiting):  # not those sent on into this level meanwhile
+                message = channel.basic_get(name, no_ack=False)
+                if message is None:
+                    break
+                headers: dict[str, Any] = message.properties.get("application_headers") or {}
+                queue = str(headers.get(QUEUE_HEADER, ""))
+                if queue in queues:
+                    dropped += 1
+                else:
+                    kept = {k: v for k, v in headers.items() if k == DELIVERIES_HEADER
+                            or not k.startswith(("x-", "conveyor-after"))}
+                    due = float(headers.get(DUE_HEADER) or time.time())
+                    self._republish_confirmed(queue, bytes(message.body), kept,
+                                              int(message.properties.get("priority") or 0), due)
+                channel.basic_ack(message.delivery_info["delivery_tag"])
+        return dropped
 
     def close(self) -> None:
         for consumer in list(self._consumers.values()):
