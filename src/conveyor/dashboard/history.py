@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUCKET_SECONDS", "History", "TaskFilter", "TaskRow", "fold_state"]
+from .fold import BUCKET_SECONDS, FINAL, STATES, fold_batch, fold_state
 
-BUCKET_SECONDS = 5  # the width of one bar in the overview's charts
+__all__ = ["BUCKET_SECONDS", "FINAL", "STATES", "History", "TaskFilter", "TaskRow", "fold_state"]
+
 _TRIM_EVERY = 5_000  # tasks added between retention trims
 
 SCHEMA = """
@@ -91,17 +91,6 @@ CREATE TABLE IF NOT EXISTS workers (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# An event's type, and the state it puts its task in (Celery's state names).
-STATES = {
-    "task-received": "RECEIVED",
-    "task-started": "STARTED",
-    "task-succeeded": "SUCCESS",
-    "task-failed": "FAILURE",
-    "task-retried": "RETRY",
-    "task-revoked": "REVOKED",
-    "task-rejected": "REJECTED",
-}
-FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED"})
 _COLUMNS = (
     "seq, id, name, state, state_at, seen, queue, worker, args, kwargs, result, exception,"
     " traceback, received, started, finished, runtime, retries, eta, root_id, parent_id"
@@ -150,17 +139,6 @@ class TaskFilter:
     floor: tuple[float, int] | None = None
 
 
-def fold_state(current: str | None, current_at: float, new: str, at: float) -> bool:
-    """Does an event of state ``new`` at ``at`` replace ``current``? Events of one task
-    can reach the stream out of order (two processes flush their batches separately),
-    so the later timestamp wins; at the same instant a final state beats a running one."""
-    if current is None:
-        return True
-    if at != current_at:
-        return at > current_at
-    return new in FINAL or current not in FINAL
-
-
 class History:
     def __init__(self, path: Path, max_tasks: int) -> None:
         self.path = path
@@ -196,16 +174,9 @@ class History:
         if not batch:
             return 0
         db = self.db
-        added = 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            for _, body in batch:
-                try:
-                    event = json.loads(body)
-                except ValueError:
-                    continue  # not ours to judge: `conveyor events` shows it as it is
-                if isinstance(event, dict):
-                    added += self._fold_one(db, event)
+            added = fold_batch(db, batch)
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('cursor', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -220,120 +191,6 @@ class History:
             self._since_trim = 0
             self.trim()
         return added
-
-    def _fold_one(self, db: sqlite3.Connection, event: dict[str, Any]) -> int:
-        kind = str(event.get("type", ""))
-        if kind.startswith("worker-"):
-            self._fold_worker(db, kind, event)
-            return 0
-        state = STATES.get(kind)
-        task_id = event.get("uuid")
-        if state is None or not isinstance(task_id, str):
-            return 0
-        at = float(event.get("timestamp") or time.time())
-        row = db.execute(
-            "SELECT seq, state, state_at, seen FROM tasks WHERE id = ?", (task_id,)
-        )
-        found = row.fetchone()
-        added = 0
-        if found is None:
-            cursor = db.execute(
-                "INSERT INTO tasks (id, name, state, state_at, seen) VALUES (?, ?, ?, ?, ?)",
-                (task_id, event.get("name"), state, at, at),
-            )
-            seq, current, current_at = int(cursor.lastrowid or 0), None, 0.0
-            added = 1
-        else:
-            seq, current, current_at = int(found[0]), str(found[1]), float(found[2])
-            if at < float(found[3]):
-                db.execute("UPDATE tasks SET seen = ? WHERE seq = ?", (at, seq))
-        if fold_state(current, current_at, state, at):
-            db.execute(
-                "UPDATE tasks SET state = ?, state_at = ? WHERE seq = ?", (state, at, seq)
-            )
-            if current is not None:
-                db.execute("UPDATE state_counts SET n = n - 1 WHERE state = ?", (current,))
-            db.execute(
-                "INSERT INTO state_counts (state, n) VALUES (?, 1) "
-                "ON CONFLICT (state) DO UPDATE SET n = n + 1",
-                (state,),
-            )
-        self._fold_fields(db, seq, kind, event, at)
-        db.execute(
-            "INSERT INTO task_events (task_seq, type, at, body) VALUES (?, ?, ?, ?)",
-            (seq, kind, at, json.dumps(event, default=repr)),
-        )
-        return added
-
-    def _fold_fields(
-        self, db: sqlite3.Connection, seq: int, kind: str, event: dict[str, Any], at: float
-    ) -> None:
-        """The columns each kind of event carries."""
-        changes: dict[str, Any] = {}
-        if event.get("name"):
-            changes["name"] = event["name"]
-        if event.get("hostname"):
-            changes["worker"] = event["hostname"]
-        if kind == "task-received":
-            changes.update(
-                received=at,
-                args=_text(event.get("args")),
-                kwargs=_text(event.get("kwargs")),
-                retries=int(event.get("retries") or 0),
-                eta=event.get("eta"),
-                root_id=event.get("root_id"),
-                parent_id=event.get("parent_id"),
-            )
-            if event.get("queue"):
-                changes["queue"] = event["queue"]
-        elif kind == "task-started":
-            changes["started"] = at
-        elif kind == "task-succeeded":
-            changes.update(
-                finished=at,
-                runtime=event.get("runtime"),
-                result=_text(event.get("result")),
-            )
-            self._count_bucket(db, at, "succeeded", event.get("runtime"))
-        elif kind in ("task-failed", "task-retried", "task-revoked", "task-rejected"):
-            changes["exception"] = str(
-                event.get("exception") or event.get("reason") or kind[len("task-") :]
-            )
-            if event.get("traceback"):
-                changes["traceback"] = str(event["traceback"])
-            if kind == "task-failed":
-                changes.update(finished=at, runtime=event.get("runtime"))
-                self._count_bucket(db, at, "failed", event.get("runtime"))
-        columns = ", ".join(f"{name} = ?" for name in changes)
-        db.execute(f"UPDATE tasks SET {columns} WHERE seq = ?", (*changes.values(), seq))
-
-    def _count_bucket(
-        self, db: sqlite3.Connection, at: float, column: str, runtime: Any
-    ) -> None:
-        spent = float(runtime) if isinstance(runtime, int | float) else 0.0
-        db.execute(
-            f"INSERT INTO buckets (bucket, {column}, runtime_sum) VALUES (?, 1, ?) "
-            f"ON CONFLICT (bucket) DO UPDATE SET {column} = {column} + 1, "
-            "runtime_sum = runtime_sum + excluded.runtime_sum",
-            (int(at // BUCKET_SECONDS), spent),
-        )
-
-    def _fold_worker(self, db: sqlite3.Connection, kind: str, event: dict[str, Any]) -> None:
-        hostname = event.get("hostname")
-        if not isinstance(hostname, str):
-            return
-        info = event.get("info") if isinstance(event.get("info"), dict) else {}
-        db.execute(
-            "INSERT INTO workers (hostname, info, last, online) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (hostname) DO UPDATE SET info = excluded.info, "
-            "last = max(last, excluded.last), online = excluded.online",
-            (
-                hostname,
-                json.dumps(info, default=repr),
-                float(event.get("timestamp") or 0.0),
-                0 if kind == "worker-offline" else 1,
-            ),
-        )
 
     def trim(self) -> int:
         """Delete the oldest tasks beyond ``max_tasks`` with their events; returns how
@@ -512,14 +369,6 @@ class History:
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-
-def _text(value: Any) -> str | None:
-    """Events carry arguments and results as reprs (cut at 1024 characters, as Celery's
-    ``argsrepr``); kept as they came."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, default=repr)
 
 
 def _escape_like(term: str) -> str:
