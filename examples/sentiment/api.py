@@ -7,6 +7,10 @@
 ``GET /result/{id}?wait=5`` holds the request until the result lands (at most that many
 seconds): the backend pushes it, nothing polls.
 
+Every endpoint is ``async def`` and uses conveyor's async client (``adelay``, ``aget``,
+``astate``): nothing blocks the event loop, so one uvicorn process serves many waiting
+requests at once without a thread each.
+
 Run with ``uvicorn examples.sentiment.api:app`` from the repository root.
 """
 
@@ -34,28 +38,28 @@ class Ticket(BaseModel):
     task_id: str
 
 
-# Plain ``def`` endpoints: FastAPI runs them in its thread pool, where the blocking
-# calls to the broker belong.
 @app.post("/score-batch", status_code=202)
-def score_batch(body: ScoreBatch) -> Ticket:
-    return Ticket(task_id=tasks.batch_score.delay(body.texts).id)
+async def score_batch(body: ScoreBatch) -> Ticket:
+    return Ticket(task_id=(await tasks.batch_score.adelay(body.texts)).id)
 
 
 @app.post("/retrain", status_code=202)
-def retrain() -> Ticket:
-    return Ticket(task_id=tasks.retrain.delay().id)
+async def retrain() -> Ticket:
+    return Ticket(task_id=(await tasks.retrain.adelay()).id)
 
 
 @app.get("/result/{task_id}")
-def result(task_id: str, wait: Annotated[float, Query(ge=0, le=30)] = 0) -> dict[str, Any]:
+async def result(
+    task_id: str, wait: Annotated[float, Query(ge=0, le=30)] = 0
+) -> dict[str, Any]:
     handle = tasks.app.AsyncResult(task_id)
     if wait:
         with contextlib.suppress(TimeoutError):  # not ready in time: say how it stands
-            handle.get(timeout=wait, propagate=False)
-    state = handle.state
+            await handle.aget(timeout=wait, propagate=False)
+    state = await handle.astate()
     answer: dict[str, Any] = {"task_id": task_id, "state": state}
     if state == states.SUCCESS:
-        return answer | {"ready": True, "result": handle.result}
+        return answer | {"ready": True, "result": await handle.ainfo()}
     if state in states.READY_STATES:
-        return answer | {"ready": True, "result": None, "error": repr(handle.info)}
+        return answer | {"ready": True, "result": None, "error": repr(await handle.ainfo())}
     return answer | {"ready": False, "result": None}

@@ -21,10 +21,13 @@ context ...), the encoder (a ``TypeError`` names an argument that cannot travel;
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,7 @@ from .events import BeforePublish, SendKind, TaskSent, dispatch
 from .limits import call_key
 from .message import Envelope, decode_envelope, encode_envelope
 from .serializers import accepted
+from .stores.aio import publish_async
 from .task import current_request, new_task_id
 
 if TYPE_CHECKING:
@@ -167,6 +171,83 @@ class Producer:
         task: Task[..., Any],
         args: Sequence[Any] | None,
         kwargs: Mapping[str, Any] | None,
+        **options: Any,
+    ) -> str:
+        """Send one call of ``task`` (``options`` are those of ``apply_async``: countdown,
+        eta, queue, serializer, idempotency_key, idempotency_window, task_id, expires,
+        priority, headers, ignore_result, time_limit, soft_time_limit, link, link_error,
+        workflow). Returns the id to follow: the first send's, when an idempotency key
+        finds one."""
+        planned = self._plan(task, args, kwargs, **options)
+        if planned.unique is not None:
+            return self.send_unique(
+                planned.envelope,
+                planned.queue,
+                planned.serializer,
+                key=planned.unique[0],
+                ttl=planned.unique[1],
+                countdown=planned.countdown,
+                eta=planned.eta,
+                kind=planned.kind,
+            )
+        self.send(
+            planned.envelope,
+            planned.queue,
+            planned.serializer,
+            countdown=planned.countdown,
+            eta=planned.eta,
+            kind=planned.kind,
+        )
+        return planned.envelope.id
+
+    async def acall(
+        self,
+        task: Task[..., Any],
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        **options: Any,
+    ) -> str:
+        """:meth:`call` without blocking the running event loop (``aapply_async``): the
+        message is built and hooked here, as for every send (CPU only), and published by
+        the transport's async client (stores/aio.py), or on a thread for a store without
+        one. An idempotent send (a claim in the coordinator, then the publish) runs on a
+        thread."""
+        planned = self._plan(task, args, kwargs, **options)
+        if planned.unique is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None,
+                functools.partial(
+                    self.send_unique,
+                    planned.envelope,
+                    planned.queue,
+                    planned.serializer,
+                    key=planned.unique[0],
+                    ttl=planned.unique[1],
+                    countdown=planned.countdown,
+                    eta=planned.eta,
+                    kind=planned.kind,
+                ),
+            )
+        envelope, queue = planned.envelope, planned.queue
+        body = self._hooked(envelope, queue, planned.serializer, planned.kind)
+        await publish_async(
+            self.app.broker,
+            queue,
+            (body,),
+            priority=envelope.priority or 0,
+            countdown=planned.countdown,
+            eta=planned.eta,
+        )
+        if self._sent:
+            self._announce(envelope, queue, planned.kind, planned.countdown, planned.eta)
+        return envelope.id
+
+    def _plan(
+        self,
+        task: Task[..., Any],
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
         *,
         countdown: float | None = None,
         eta: datetime | float | None = None,
@@ -184,9 +265,9 @@ class Producer:
         link: Any = None,
         link_error: Any = None,
         workflow: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Send one call of ``task`` (the options are those of ``apply_async``).
-        Returns the id to follow: the first send's, when an idempotency key finds one."""
+    ) -> _Planned:
+        """Everything about one call but the publish: the envelope, where it goes, how it
+        is encoded, when it is due, and its idempotency claim."""
         envelope = self.envelope(
             task,
             args,
@@ -202,33 +283,22 @@ class Producer:
             link_error=link_error,
             workflow=workflow,
         )
-        target = self.queue_for(task, queue)
-        serializer = self.serializer_for(task, serializer)
-        kind: SendKind = "workflow" if workflow else "call"
+        unique: tuple[str, float] | None = None
         if idempotency_key is None and task.idempotency_key:
             idempotency_key = call_key(task, task.idempotency_key, envelope.args, envelope.kwargs)
         if idempotency_key is not None:
             window = idempotency_window or task.idempotency_window
             ttl = float(window or self.app.conf.raw["task_idempotency_window"])
-            return self.send_unique(
-                envelope,
-                target,
-                serializer,
-                key=f"{task.name}:{idempotency_key}",
-                ttl=ttl,
-                countdown=countdown,
-                eta=to_epoch(eta),
-                kind=kind,
-            )
-        self.send(
+            unique = (f"{task.name}:{idempotency_key}", ttl)
+        return _Planned(
             envelope,
-            target,
-            serializer,
-            countdown=countdown,
-            eta=None if eta is None else to_epoch(eta),
-            kind=kind,
+            self.queue_for(task, queue),
+            self.serializer_for(task, serializer),
+            "workflow" if workflow else "call",
+            countdown,
+            to_epoch(eta),
+            unique,
         )
-        return envelope.id
 
     def bulk(
         self,
@@ -290,14 +360,18 @@ class Producer:
     ) -> None:
         """Hook, encode and publish one envelope, held until ``countdown`` seconds from
         now or the epoch time ``eta`` when given."""
-        if self._before:
-            dispatch(self._before, BeforePublish(envelope=envelope, queue=queue, kind=kind))
-        body = self.encode(envelope, serializer)
+        body = self._hooked(envelope, queue, serializer, kind)
         self.app.broker.publish(
             queue, (body,), priority=envelope.priority or 0, countdown=countdown, eta=eta
         )
         if self._sent:
             self._announce(envelope, queue, kind, countdown, eta)
+
+    def _hooked(self, envelope: Envelope, queue: str, serializer: str, kind: SendKind) -> bytes:
+        """The before-publish listeners, then the message's bytes."""
+        if self._before:
+            dispatch(self._before, BeforePublish(envelope=envelope, queue=queue, kind=kind))
+        return self.encode(envelope, serializer)
 
     def send_unique(
         self,
@@ -431,6 +505,19 @@ class Producer:
             logger.debug("replayed message not announced (%s): %s", queue, exc)
             return
         self._announce(envelope, queue, kind, None, None)
+
+
+@dataclass(slots=True)
+class _Planned:
+    """One call of a task, ready to publish (Producer._plan)."""
+
+    envelope: Envelope
+    queue: str
+    serializer: str
+    kind: SendKind
+    countdown: float | None
+    eta: float | None
+    unique: tuple[str, float] | None  # (idempotency key, window in seconds)
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -4,11 +4,12 @@ backend); ResultSet: any results read together."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from . import states
 from .exceptions import TaskError, TimeoutError
+from .stores.aio import get_async, get_many_async, wait_async
 from .stores.results import ResultMeta, decode_meta
 
 if TYPE_CHECKING:
@@ -130,10 +132,7 @@ class AsyncResult(Generic[R]):
             return None  # type: ignore[return-value]  # nothing will ever be stored
         started = time.monotonic()
         raw = self.app.backend.wait(self.id, timeout)
-        if raw is None:
-            waited = time.monotonic() - started
-            raise TimeoutError(f"task {self.id} not ready after {waited:.3f}s")
-        meta = decode_meta(raw)
+        meta = self._final(raw, started)
         if meta.status in states.PROPAGATE_STATES:
             exc = exception_from_meta(meta)
             if propagate:
@@ -144,6 +143,46 @@ class AsyncResult(Generic[R]):
             return exc  # type: ignore[return-value]  # Celery returns the exception here
         value: R = meta.result
         return value
+
+    def _final(self, raw: bytes | None, started: float) -> ResultMeta:
+        if raw is None:
+            waited = time.monotonic() - started
+            raise TimeoutError(f"task {self.id} not ready after {waited:.3f}s")
+        return decode_meta(raw)
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
+        """:meth:`get` without blocking the running event loop: ``await result.aget()``,
+        or ``await result``. The wait is pushed as for ``get`` (redis.asyncio's BLMOVE;
+        a thread for a backend without an async client)."""
+        if self.ignored:
+            return None  # type: ignore[return-value]  # nothing will ever be stored
+        started = time.monotonic()
+        meta = self._final(await wait_async(self.app.backend, self.id, timeout), started)
+        if meta.status in states.PROPAGATE_STATES:
+            exc = exception_from_meta(meta)
+            if propagate:
+                if self._parent is not None:  # reads the workflow's results: on a thread
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self._raise_parent_failure
+                    )
+                raise exc
+            return exc  # type: ignore[return-value]
+        value: R = meta.result
+        return value
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await result`` is ``await result.aget()``: wait, with no timeout."""
+        return self.aget().__await__()
+
+    async def astate(self) -> str:
+        """:attr:`state`, read without blocking the running event loop."""
+        raw = await get_async(self.app.backend, self.id)
+        return decode_meta(raw).status if raw is not None else states.PENDING
+
+    async def ainfo(self) -> Any:
+        """:attr:`info` (also :attr:`result`), read without blocking the running loop."""
+        raw = await get_async(self.app.backend, self.id)
+        return _value(decode_meta(raw)) if raw is not None else None
 
     def _raise_parent_failure(self) -> None:
         """Raise the exception of the first failed result before this one (the root
@@ -251,6 +290,15 @@ class EagerResult(AsyncResult[R]):
             return exc  # type: ignore[return-value]
         value: R = meta.result
         return value
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
+        return self.get(timeout, propagate)
+
+    async def astate(self) -> str:
+        return self._eager_meta.status
+
+    async def ainfo(self) -> Any:
+        return _value(self._eager_meta)
 
     def forget(self) -> None:
         return None
@@ -379,6 +427,46 @@ class ResultSet(AsyncResult[list[Any]]):
     join = get
     join_native = get
     wait = get
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """:meth:`get` without blocking the running event loop: ``await group_result``
+        (each window of members read in one round trip, as ``get`` does)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        results = self.results
+        metas: list[ResultMeta | None] = [
+            r._eager_meta if isinstance(r, EagerResult) else None for r in results
+        ]
+        pending = [i for i, r in enumerate(results) if not isinstance(r, _LOCAL)]
+        while pending:
+            window, rest = pending[:_WINDOW], pending[_WINDOW:]
+            found = await get_many_async(self.app.backend, [results[i].id for i in window])
+            unfinished = []
+            for i, raw in zip(window, found, strict=True):
+                meta = decode_meta(raw) if raw is not None else None
+                if meta is None or meta.status not in states.READY_STATES:
+                    unfinished.append(i)
+                    continue
+                if propagate and meta.status in states.PROPAGATE_STATES:
+                    raise exception_from_meta(meta)
+                metas[i] = meta
+            pending = unfinished + rest
+            if unfinished:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"{self!r}: {len(pending)} of {len(results)} tasks not ready in time"
+                    )
+                await wait_async(self.app.backend, results[unfinished[-1]].id, left)
+        values: list[Any] = []
+        for result, meta in zip(results, metas, strict=True):
+            if isinstance(result, ResultSet):
+                left = None if deadline is None else deadline - loop.time()
+                values.append(await result.aget(left, propagate))
+            else:
+                assert meta is not None
+                values.append(_outcome(meta, propagate))
+        return values
 
     def _collect(self, deadline: float | None, propagate: bool) -> list[ResultMeta | None]:
         results = self.results

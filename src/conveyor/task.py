@@ -371,6 +371,80 @@ class Task(Generic[P, R]):
 
         on_commit(lambda: self.apply_async(args, kwargs, **options))
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """:meth:`delay` without blocking the running event loop: ``await add.adelay(2, 3)``."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        ignore_result: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """:meth:`apply_async` without blocking the running event loop: the message is
+        published with the broker's async client (Redis) or on a thread (other stores).
+        With ``task_always_eager`` the task runs here, as ``apply_async`` does."""
+        if self.app.conf.raw["task_always_eager"]:
+            return self.apply_async(
+                args,
+                kwargs,
+                countdown=countdown,
+                eta=eta,
+                expires=expires,
+                queue=queue,
+                priority=priority,
+                task_id=task_id,
+                headers=headers,
+                serializer=serializer,
+                ignore_result=ignore_result,
+                time_limit=time_limit,
+                soft_time_limit=soft_time_limit,
+                idempotency_key=idempotency_key,
+                idempotency_window=idempotency_window,
+                link=link,
+                link_error=link_error,
+                **options,
+            )
+        self._check_limits(soft_time_limit, time_limit)
+        sent = await self.app.producer.acall(
+            self,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            queue=queue,
+            serializer=serializer,
+            idempotency_key=idempotency_key,
+            idempotency_window=idempotency_window,
+            task_id=task_id,
+            expires=expires,
+            priority=priority,
+            headers=headers,
+            ignore_result=ignore_result,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            link=link,
+            link_error=link_error,
+            workflow=options,
+        )
+        return self._ticket(sent, bool(ignore_result))
+
     def _ticket(self, task_id: str, ignore_result: bool) -> AsyncResult[R]:
         """The result of a send; with no result to be stored, ``get()`` returns None at
         once instead of waiting forever (Celery's ``AsyncResult.ignored``)."""

@@ -13,6 +13,7 @@ in one script (see docs/architecture.md, "Workflows").
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,8 +24,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from ..aio import AsyncResults
 from ..results import ChordBody, ChordSpec, ResultBackend
 from ..transport import ResultWrite
+from .aio import AsyncLink
 from .connection import Command, RedisClient, load_script, pool_from_url, ssl_options
 from .keys import RedisKeys
 
@@ -48,7 +51,7 @@ def store_command(keys: RedisKeys, ttl_ms: int, write: ResultWrite) -> Command:
     return ("SET", keys.state(write.task_id), write.payload, "PX", ttl_ms)
 
 
-class RedisBackend(ResultBackend):
+class RedisBackend(ResultBackend, AsyncResults):
     def __init__(
         self,
         url: str,
@@ -65,15 +68,17 @@ class RedisBackend(ResultBackend):
         self.ttl_ms = max(1, int(expires * 1000))
         # Every backend command is a read or an idempotent write, so a connection that
         # died with a Redis restart is simply retried on a fresh one.
+        tls = ssl_options(use_ssl, "redis_backend_use_ssl")
         self.pool = pool_from_url(
             url,
             transport_options,
             role="the result backend",
-            tls=ssl_options(use_ssl, "redis_backend_use_ssl"),
+            tls=tls,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         self.client = RedisClient(connection_pool=self.pool)
+        self._async = AsyncLink(url, self.pool, tls)  # the async client's reads and waits
         self._store = self.client.register_script(STORE.source)
         self._chord_part = self.client.register_script(CHORD_PART.source)
 
@@ -159,6 +164,30 @@ class RedisBackend(ResultBackend):
             value: Any = self.client.blmove(key, key, seconds, "RIGHT", "LEFT")
             if value is not None or (deadline is not None and time.monotonic() >= deadline):
                 return bytes(value) if value is not None else None
+
+    # the async client (stores/aio.py) ---------------------------------------------------
+    async def aget(self, task_id: str) -> bytes | None:
+        return (await self.aget_many([task_id]))[0]
+
+    async def aget_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        if not self._async.native:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.get_many, task_ids
+            )
+        commands: list[Command] = []
+        for task_id in task_ids:
+            commands.append(("LINDEX", self.keys.result(task_id), 0))
+            commands.append(("GET", self.keys.state(task_id)))
+        replies = await self._async.pipeline(commands)
+        finals, interims = replies[::2], replies[1::2]
+        return [f if f is not None else i for f, i in zip(finals, interims, strict=True)]
+
+    async def await_final(self, task_id: str, timeout: float | None) -> bytes | None:
+        if not self._async.native:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.wait, task_id, timeout
+            )
+        return await self._async.blmove_wait(self.keys.result(task_id), timeout)
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.keys.result(task_id), self.keys.state(task_id))

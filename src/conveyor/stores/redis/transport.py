@@ -14,6 +14,7 @@ when it stops, any other worker's keeper reclaims its messages within a lease.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..aio import AsyncPublishing
 from ..coordination import CoordinatingStore, Coordinator
 from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
@@ -35,6 +37,7 @@ from ..transport import (
     TransportConsumer,
     priority_level,
 )
+from .aio import AsyncLink
 from .connection import (
     CONNECTION_ERRORS,
     RedisClient,
@@ -75,8 +78,14 @@ _CHUNK = 1000
 
 
 class RedisTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
+    Transport,
+    LeasedDeliveries,
+    CoordinatingStore,
+    MailboxStore,
+    EventLogStore,
+    WaitingProbe,
     ScheduledProbe,
+    AsyncPublishing,
 ):
     def __init__(
         self,
@@ -90,9 +99,9 @@ class RedisTransport(
         self.keys = RedisKeys(key_prefix)
         self.location = f"{url} {key_prefix}"
         self.options = RedisOptions.read(url, transport_options)
-        self.pool = pool_from_url(
-            url, transport_options, tls=ssl_options(use_ssl, "broker_use_ssl")
-        )
+        tls = ssl_options(use_ssl, "broker_use_ssl")
+        self.pool = pool_from_url(url, transport_options, tls=tls)
+        self._async = AsyncLink(url, self.pool, tls)  # the async client's sends
         self.client = RedisClient(connection_pool=self.pool)
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
@@ -126,6 +135,45 @@ class RedisTransport(
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
+        commands = self._enqueue_commands(queue, bodies, priority, countdown, eta)
+        if self.options.wait_for_replicas:
+            self._replicated(commands)
+        else:
+            for command in commands:
+                self._call(command)
+        self._announced.add(queue)
+
+    async def apublish(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        priority: int = 0,
+        countdown: float | None = None,
+        eta: float | None = None,
+    ) -> None:
+        """:meth:`publish` on the running event loop (redis.asyncio); a store that must
+        wait for replicas, or a Sentinel one, publishes on a thread instead."""
+        if self.options.wait_for_replicas or not self._async.native:
+            await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: self.publish(
+                    queue, bodies, priority=priority, countdown=countdown, eta=eta
+                ),
+            )
+            return
+        for command in self._enqueue_commands(queue, bodies, priority, countdown, eta):
+            await self._async.script(ENQUEUE, command)
+        self._announced.add(queue)
+
+    def _enqueue_commands(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        priority: int,
+        countdown: float | None,
+        eta: float | None,
+    ) -> list[tuple[Any, ...]]:
         level = priority_level(priority)
         countdown_ms = -1 if countdown is None else max(0, int(countdown * 1000))
         eta_ms = -1 if eta is None else int(eta * 1000)
@@ -133,16 +181,10 @@ class RedisTransport(
         # The known-queues set needs one SADD per queue and process, not per message.
         announce = "" if queue in self._announced else queue
         head = (announce, str(level), countdown_ms, eta_ms)
-        commands = [
+        return [
             ENQUEUE.command(where, (*head, *bodies[start : start + _CHUNK]))
             for start in range(0, len(bodies), _CHUNK)
         ]
-        if self.options.wait_for_replicas:
-            self._replicated(commands)
-        else:
-            for command in commands:
-                self._call(command)
-        self._announced.add(queue)
 
     def _replicated(self, commands: Sequence[tuple[Any, ...]]) -> None:
         # Publish and WAIT on one connection; after a lost connection both go again (the

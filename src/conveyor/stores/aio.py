@@ -1,0 +1,121 @@
+"""What the async client (``adelay``, ``aget``, ``await result``) needs of a store.
+
+Two capabilities beside the sync interfaces, offered by a store that has a native async
+client (Redis, through ``redis.asyncio``):
+
+- :class:`AsyncPublishing` on a transport: ``apublish``, the same as ``publish``;
+- :class:`AsyncResults` on a result backend: ``aget``, ``aget_many`` and ``await_final``
+  (the same as ``get``, ``get_many`` and ``wait``).
+
+A store without them (SQLite, memory, RabbitMQ, Redis Cluster and Sentinel) is served
+by :func:`publish_async` and friends on a thread, so the event loop never blocks on
+it: sends and reads on the loop's default executor (each is short), waits on a pool of
+their own (a wait may hold its thread for as long as the task runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from .results import ResultBackend
+from .transport import Transport
+
+__all__ = [
+    "AsyncPublishing",
+    "AsyncResults",
+    "get_async",
+    "get_many_async",
+    "publish_async",
+    "wait_async",
+]
+
+# Waits offloaded to threads at once; more wait for a thread (results usually come in
+# the order their tasks were sent, so the early waiters free theirs first).
+WAIT_THREADS = 64
+
+
+class AsyncPublishing(ABC):
+    """A transport that can publish without blocking an event loop."""
+
+    @abstractmethod
+    async def apublish(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        priority: int = 0,
+        countdown: float | None = None,
+        eta: float | None = None,
+    ) -> None:
+        """:meth:`Transport.publish`, awaited."""
+
+
+class AsyncResults(ABC):
+    """A result backend that can be read and waited on without blocking an event loop."""
+
+    @abstractmethod
+    async def aget(self, task_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def aget_many(self, task_ids: Sequence[str]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    async def await_final(self, task_id: str, timeout: float | None) -> bytes | None:
+        """:meth:`ResultBackend.wait`, awaited: the final record, None on timeout."""
+
+
+async def publish_async(
+    transport: Transport,
+    queue: str,
+    bodies: Sequence[bytes],
+    *,
+    priority: int = 0,
+    countdown: float | None = None,
+    eta: float | None = None,
+) -> None:
+    if isinstance(transport, AsyncPublishing):
+        await transport.apublish(queue, bodies, priority=priority, countdown=countdown, eta=eta)
+        return
+    def publish() -> None:
+        transport.publish(queue, bodies, priority=priority, countdown=countdown, eta=eta)
+
+    await asyncio.get_running_loop().run_in_executor(None, publish)
+
+
+async def get_async(backend: ResultBackend, task_id: str) -> bytes | None:
+    if isinstance(backend, AsyncResults):
+        return await backend.aget(task_id)
+    return await asyncio.get_running_loop().run_in_executor(None, backend.get, task_id)
+
+
+async def get_many_async(backend: ResultBackend, task_ids: Sequence[str]) -> list[bytes | None]:
+    if isinstance(backend, AsyncResults):
+        return await backend.aget_many(task_ids)
+    return await asyncio.get_running_loop().run_in_executor(None, backend.get_many, task_ids)
+
+
+_waiters: ThreadPoolExecutor | None = None
+
+# An offloaded wait gives its thread back this often, so a wait for a task that is far
+# from done cannot keep a thread from the waits whose results are in.
+_WAIT_SLICE = 1.0
+
+
+async def wait_async(backend: ResultBackend, task_id: str, timeout: float | None) -> bytes | None:
+    if isinstance(backend, AsyncResults):
+        return await backend.await_final(task_id, timeout)
+    global _waiters
+    if _waiters is None:
+        _waiters = ThreadPoolExecutor(WAIT_THREADS, thread_name_prefix="conveyor-await")
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - loop.time())
+        if left <= 0:
+            return None
+        found = await loop.run_in_executor(_waiters, backend.wait, task_id, left)
+        if found is not None:
+            return found
