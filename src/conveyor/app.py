@@ -7,9 +7,18 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from .builtins import register_builtins
 from .config import Settings
@@ -18,7 +27,7 @@ from .exceptions import ConfigurationError, NotRegistered
 from .producer import Producer
 from .result import AsyncResult
 from .signals import Signal
-from .task import Task
+from .task import AsyncTask, Task
 from .task import Task as AnyTask  # a name the ``Conveyor.Task`` property does not hide
 
 if TYPE_CHECKING:
@@ -57,6 +66,30 @@ def default_data_dir() -> Path:
 
     return Path(platformdirs.user_data_dir("conveyor"))
 
+
+
+class _TaskDecorator(Protocol):
+    """``@app.task(...)``: an ``async def`` becomes an AsyncTask, anything else a Task."""
+
+    @overload
+    def __call__(
+        self, fun: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[P, R], /) -> AnyTask[P, R]: ...
+
+
+class _BoundTaskDecorator(Protocol):
+    """``@app.task(bind=True, ...)``: as :class:`_TaskDecorator`, ``self`` first."""
+
+    @overload
+    def __call__(
+        self, fun: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[Concatenate[Any, P], R], /) -> AnyTask[P, R]: ...
 
 class Conveyor:
     """A conveyor application; ``Celery`` is the same class under Celery's name.
@@ -315,12 +348,17 @@ class Conveyor:
 
     # tasks -------------------------------------------------------------------------
     @overload
+    def task(  # an async def is matched here first
+        self, fun: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, fun: Callable[P, R], /) -> AnyTask[P, R]: ...
 
     @overload
     def task(
         self, fun: None = None, /, *, bind: Literal[True], name: str | None = ..., **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], AnyTask[P, R]]: ...
+    ) -> _BoundTaskDecorator: ...
 
     @overload
     def task(
@@ -331,7 +369,7 @@ class Conveyor:
         bind: Literal[False] = ...,
         name: str | None = ...,
         **options: Any,
-    ) -> Callable[[Callable[P, R]], AnyTask[P, R]]: ...
+    ) -> _TaskDecorator: ...
 
     def task(
         self,

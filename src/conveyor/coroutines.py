@@ -86,14 +86,27 @@ class Interruptible:
                 to_throw = exc
 
 
+class _Holder:
+    """A thread's own loop, closed when the thread ends (its locals are dropped)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __del__(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.close()
+
+
 _local = threading.local()
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop:
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
-    return loop
+    holder: _Holder | None = getattr(_local, "holder", None)
+    if holder is None:
+        holder = _local.holder = _Holder()
+    if holder.loop is None or holder.loop.is_closed():
+        holder.loop = asyncio.new_event_loop()
+    return holder.loop
 
 
 def run_to_completion(awaitable: Awaitable[T]) -> T:
@@ -106,13 +119,21 @@ def run_to_completion(awaitable: Awaitable[T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _run_here(awaitable)
+        return _run_here(awaitable, _thread_loop())
     with concurrent.futures.ThreadPoolExecutor(1, "conveyor-eager") as helper:
-        return helper.submit(contextvars.copy_context().run, _run_here, awaitable).result()
+        return helper.submit(contextvars.copy_context().run, _run_aside, awaitable).result()
 
 
-def _run_here(awaitable: Awaitable[T]) -> T:
-    loop = _thread_loop()
+def _run_aside(awaitable: Awaitable[T]) -> T:
+    """On a helper thread that ends after this: a loop of its own, closed after."""
+    loop = asyncio.new_event_loop()
+    try:
+        return _run_here(awaitable, loop)
+    finally:
+        loop.close()
+
+
+def _run_here(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> T:
     wrapper = Interruptible(awaitable)
 
     async def main() -> T:

@@ -11,7 +11,7 @@ import os
 import random
 import time
 import traceback as traceback_module
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .app import Conveyor
     from .canvas import Signature, chunks
 
-__all__ = ["Context", "Task", "current_request"]
+__all__ = ["AsyncTask", "Context", "Task", "current_request"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -714,3 +714,18 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+
+if TYPE_CHECKING:
+
+    class AsyncTask(Task[P, R]):
+        """How the type checker sees a task made from an ``async def`` returning ``R``:
+        ``delay``/``adelay`` give ``AsyncResult[R]``, and calling it directly gives the
+        coroutine, as calling the function does. (At run time it is a plain Task.)"""
+
+        def __call__(  # type: ignore[override]
+            self, *args: P.args, **kwargs: P.kwargs
+        ) -> Coroutine[Any, Any, R]: ...
+
+else:
+    AsyncTask = Task

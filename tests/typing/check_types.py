@@ -6,6 +6,7 @@ fails the check if one of them stops being one.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, assert_type
 
 from conveyor import AsyncResult, Celery, Conveyor, Task
@@ -67,3 +68,33 @@ assert_type(group(add.s(i, i) for i in range(3)).apply_async(), GroupResult)
 assert_type(chain(add.s(1, 2), add.s(3)).apply_async(), AsyncResult[Any])
 add.s(1).link("not a signature")  # type: ignore[arg-type]
 chord([add.s(1, 1)], add.s(2)).apply_async(link=add.s(3))
+
+
+# async def tasks: the result is the coroutine's value; a direct call is the coroutine.
+@app.task
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+@app.task(bind=True, soft_time_limit=5)
+async def bound_fetch(self: Task[..., bytes], url: str) -> bytes:
+    return url.encode()
+
+
+async def async_client() -> None:
+    assert_type(await fetch.adelay("u"), AsyncResult[bytes])
+    assert_type(await (await fetch.adelay("u")).aget(timeout=1), bytes)
+    assert_type(await (await fetch.aapply_async(("u",), countdown=1)), bytes)
+    assert_type(await bound_fetch.adelay("u"), AsyncResult[bytes])
+    await fetch.adelay(1)  # type: ignore[arg-type]
+
+
+assert_type(fetch.delay("u").get(), bytes)
+assert_type(bound_fetch.delay("u").get(), bytes)
+direct = fetch("u")
+_ = assert_type(direct, Coroutine[Any, Any, bytes])
+direct.close()
+
+
+async def sync_task_from_async_code() -> None:
+    assert_type(await (await add.adelay(1, 2)), int)

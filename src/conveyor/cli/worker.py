@@ -25,7 +25,8 @@ logger = logging.getLogger("conveyor.worker")
     "--concurrency",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Child processes (prefork), threads or greenlets. [default: number of CPUs]",
+    help="Child processes (prefork), threads, greenlets, or tasks at once per process "
+    "(asyncio). [default: number of CPUs]",
 )
 @click.option(
     "--processes",
