@@ -15,7 +15,7 @@ the task returned (a chain's next step) are its children.
 
 from __future__ import annotations
 
-import threading
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -58,7 +58,10 @@ class TracingListener(Listener):
         self.tracer = trace.get_tracer("conveyor", tracer_provider=tracer_provider)
         self._sending: dict[str, Any] = {}
         self._running: dict[str, Any] = {}
-        self._local = threading.local()
+        # The running task's attached context: per thread, and per coroutine on the
+        # asyncio pool (each runs in a context of its own), so concurrent tasks on one
+        # loop never detach each other's.
+        self._token: ContextVar[Any] = ContextVar("conveyor_trace_token", default=None)
 
     # producer side ----------------------------------------------------------------------
     def on_before_publish(self, event: BeforePublish) -> None:
@@ -103,7 +106,7 @@ class TracingListener(Listener):
             },
         )
         self._running[event.uuid] = span
-        self._local.token = self._context.attach(self._trace.set_span_in_context(span))
+        self._token.set(self._context.attach(self._trace.set_span_in_context(span)))
 
     def on_task_succeeded(self, event: TaskSucceeded) -> None:
         span = self._running.pop(event.uuid, None)
@@ -136,7 +139,7 @@ class TracingListener(Listener):
             span.end()
 
     def _leave_previous(self) -> None:
-        token = getattr(self._local, "token", None)
+        token = self._token.get()
         if token is not None:
-            self._local.token = None
+            self._token.set(None)
             self._context.detach(token)
