@@ -61,6 +61,14 @@ async def careless(seconds: float) -> str:
     return "slept"
 
 
+@app.task(time_limit=0.5)
+async def overdue(seconds: float) -> str:
+    """Awaits past its hard limit: it is cancelled with TimeLimitExceeded, no process
+    ends."""
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
 @app.task(time_limit=1)
 async def hog(seconds: float) -> str:
     """Blocks the event loop (never awaits): only the process's end can stop it."""

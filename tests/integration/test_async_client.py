@@ -5,6 +5,7 @@ that keeps ticking while a thousand sends and a thousand waits run on it."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -34,6 +35,7 @@ class Ticker:
 
     def __init__(self) -> None:
         self.max_gap = 0.0
+        self.gaps: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     def __enter__(self) -> Ticker:
@@ -50,6 +52,7 @@ class Ticker:
             await asyncio.sleep(0.001)
             now = time.perf_counter()
             self.max_gap = max(self.max_gap, now - last)
+            self.gaps.append(now - last)
             last = now
 
 
@@ -101,17 +104,22 @@ def test_await_a_result_a_group_a_failure_and_a_timeout(aio: ModuleType) -> None
 
 
 def test_the_sync_api_inside_a_loop_stalls_it_no_longer_than_a_send(aio: ModuleType) -> None:
-    async def main() -> tuple[float, float]:
+    """``.delay()`` in a coroutine holds the loop for the send and nothing more: the
+    ticker's gaps stay at the scale of one send (~0.1 ms), not of a round trip to the
+    worker. Judged on the 90th percentile: one gap can be the machine's, every gap
+    would be ours."""
+
+    async def main() -> tuple[list[float], float]:
         aio.double.delay(0).get(timeout=10)  # connected
-        longest_send = 0.0
+        sends: list[float] = []
         with Ticker() as ticker:
             for i in range(200):
                 started = time.perf_counter()
                 aio.double.delay(i)
-                longest_send = max(longest_send, time.perf_counter() - started)
+                sends.append(time.perf_counter() - started)
                 await asyncio.sleep(0.002)
-        return ticker.max_gap, longest_send
+        return ticker.gaps, statistics.median(sends)
 
-    max_gap, longest_send = asyncio.run(main())
-    # One send, plus the loop's own turn (the 1 ms tick, the 2 ms pause) and noise.
-    assert max_gap < longest_send + 0.02, (max_gap, longest_send)
+    gaps, typical_send = asyncio.run(main())
+    p90 = sorted(gaps)[int(len(gaps) * 0.9)]
+    assert p90 < typical_send + 0.02, (p90, typical_send)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from conveyor.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 
 from ..apps import aio as aio_module
 from ..support import connected
@@ -67,6 +67,34 @@ def test_a_soft_limit_cancels_the_coroutine_which_sees_it(
     with pytest.raises(SoftTimeLimitExceeded):
         careless.get(timeout=10)
     assert time.monotonic() - started < 5
+
+
+def test_a_hard_limit_or_a_terminate_ends_an_awaiting_coroutine_and_its_process_stays(
+    aio: ModuleType, worker_broker_url: str, spawn_worker: Any
+) -> None:
+    worker = spawn_worker("tests.apps.aio", worker_broker_url, "-P", "asyncio", "-c", "10")
+    started = time.monotonic()
+    overdue, napping = aio.overdue.delay(30), aio.nap.delay(30)
+    with pytest.raises(TimeLimitExceeded, match=r"time limit \(0.5s\) exceeded"):
+        overdue.get(timeout=10)
+    time.sleep(0.2)
+    napping.revoke(terminate=True)
+    with pytest.raises(TaskRevokedError):
+        napping.get(timeout=10)
+    assert time.monotonic() - started < 6
+    assert aio.add.delay(1, 2).get(timeout=10) == 3
+    assert "exited with code" not in worker.output()  # the same process went on
+
+
+def test_processes_share_the_queue(
+    aio: ModuleType, worker_broker_url: str, spawn_worker: Any
+) -> None:
+    spawn_worker(
+        "tests.apps.aio", worker_broker_url, "-P", "asyncio", "-c", "10", "--processes", "2"
+    )
+    results = [aio.whoami.delay() for _ in range(100)]
+    pids = {r.get(timeout=20)[1] for r in results}
+    assert len(pids) == 2, pids
 
 
 def test_sync_bodies_run_on_threads_beside_the_loop(
