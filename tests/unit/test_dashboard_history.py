@@ -51,6 +51,22 @@ def test_events_out_of_order_end_in_the_latest_state(tmp_path: Path) -> None:
     ]
 
 
+def test_a_failed_task_sent_again_with_its_id_counts_once_in_its_new_state(
+    tmp_path: Path,
+) -> None:
+    history = History(tmp_path / "h.sqlite3", 100)
+    _fold(history, _run("a", 100.0, fail=True))
+    assert history.state_counts() == {"FAILURE": 1}
+    _fold(history, _run("a", 200.0)[:2], start=3)  # retried from the UI: received, started
+    assert history.state_counts() == {"STARTED": 1}
+    _fold(history, _run("a", 200.0)[2:], start=5)
+    row = history.task("a")
+    assert row is not None and row.state == "SUCCESS" and row.seen == 100.0
+    assert history.state_counts() == {"SUCCESS": 1}
+    assert len(history.timeline(row.seq)) == 6
+    assert [b[1:] for b in history.buckets(0)] == [(0, 1, 0.5), (1, 0, 0.25)]
+
+
 def test_keyset_pages_list_every_task_once_newest_first(tmp_path: Path) -> None:
     history = History(tmp_path / "h.sqlite3", 10_000)
     records: list[bytes] = []

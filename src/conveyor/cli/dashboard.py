@@ -14,7 +14,7 @@ __all__ = ["dashboard", "flower"]
 
 
 def _options(command: click.Command) -> click.Command:
-    for option in reversed([
+    for option in [
         click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True),
         click.option("--address", default="127.0.0.1", show_default=True,
                      help="Interface to listen on (other than loopback needs --basic-auth)."),
@@ -29,7 +29,7 @@ def _options(command: click.Command) -> click.Command:
                      help="The history file (default: one per broker in the data dir)."),
         click.option("--max-tasks", "--max_tasks", "max_tasks", type=click.IntRange(min=1),
                      default=None, help="Tasks the history keeps (dashboard_max_tasks)."),
-    ]):
+    ]:
         command = option(command)
     return command
 

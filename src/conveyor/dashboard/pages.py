@@ -31,6 +31,7 @@ ID_PREFIX = re.compile(r"[0-9a-fA-F-]{6,36}")
 SEARCH_WINDOW = 200_000  # tasks one page of an argument search reads at most (~200 ms)
 SINCE_CHOICES = {"5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 INSPECT_TIMEOUT = 0.5
+OFFLINE_KEPT_SECONDS = 86400.0
 
 
 def routes(board: Dashboard) -> list[Route]:
@@ -304,7 +305,9 @@ def _worker_rows(
             "answered": bool(answered),
         }
     for name, info, last, _online in board.history.workers():
-        if name not in rows:
+        # Offline workers of the last day stay listed; older names (autoscaled pods,
+        # renamed hosts) would only grow the page.
+        if name not in rows and time.time() - last < OFFLINE_KEPT_SECONDS:
             rows[name] = {
                 "name": name, "online": False, "pool": info.get("pool"),
                 "concurrency": info.get("concurrency"), "queues": info.get("queues") or [],
