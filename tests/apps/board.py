@@ -43,3 +43,8 @@ def sleep(seconds: float) -> float:
 @app.task
 def login(user: str, password: str) -> str:
     return user
+
+
+@app.task
+def tsum(values: list[int]) -> int:
+    return sum(values)

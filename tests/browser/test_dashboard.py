@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conveyor import Conveyor, chain
+from conveyor import Conveyor, chain, chord
 
 from ..support import wait_for
 
@@ -81,6 +81,13 @@ def test_pages_show_a_known_workload_and_new_tasks_live(
     tree = page.locator("#workflow")
     expect(tree.locator(f"a[href$='/tasks/{last.id}']")).to_be_visible()  # child, live
     expect(tree.locator("li.this")).to_contain_text("this task")
+
+    header = [client.signature(ADD, args=(i, i)) for i in range(3)]
+    body = chord(header, client.signature("tests.apps.board.tsum")).apply_async()
+    assert body.get(timeout=20) == 6
+    page.goto(f"{board.url}/tasks/{body.id}")
+    expect(page.locator("#workflow ul.header")).to_contain_text("chord header (3)")
+    expect(page.locator("#workflow ul.header a")).to_have_count(3)
 
     page.goto(board.url + "/tasks")
     expect(page.locator("#live-dot.on")).to_be_visible()

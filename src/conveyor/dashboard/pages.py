@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..canvas.signature import CHORD_JOIN
 from ..stores.probe import oldest_waiting
 from .history import BUCKET_SECONDS, FINAL, STATES, TaskFilter, TaskRow
-from .present import bars_chart, line_chart
+from .present import bars_chart, line_chart, literal
 
 if TYPE_CHECKING:
     from .app import Dashboard
@@ -217,7 +218,8 @@ def _workflow_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
         return []
     ids = {member.id for member in members}
     nodes: dict[str, dict[str, Any]] = {
-        m.id: {"row": m, "children": [], "this": m.id == row.id} for m in members
+        m.id: {"row": m, "children": [], "this": m.id == row.id, "header": _chord_header(board, m)}
+        for m in members
     }
     top: list[dict[str, Any]] = []
     for member in members:
@@ -227,6 +229,22 @@ def _workflow_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
         else:
             top.append(nodes[member.id])
     return top
+
+
+def _chord_header(board: Dashboard, row: TaskRow) -> list[TaskRow]:
+    """For a chord's join task, the header's tasks (from the result backend, which
+    keeps each chord's members); empty for any other task."""
+    if row.name != CHORD_JOIN or not row.args:
+        return []
+    args = literal(row.args)
+    if not isinstance(args, list | tuple) or not args:
+        return []
+    try:
+        members = board.app.backend.chord_members(str(args[0])) or []
+    except Exception:  # the backend is away or keeps no chords: the tree says less
+        return []
+    found = [board.history.task(member) for member in members[:200]]
+    return [member for member in found if member is not None]
 
 
 def _stored_result(board: Dashboard, task_id: str) -> dict[str, Any] | None:
