@@ -173,6 +173,16 @@ def test_inspect_and_control_reach_workers_on_rabbitmq(
     assert len(answers) == 1
     (name,) = answers[0]
     assert name.startswith("rabbit@")
+    # The supervisor cannot read a child's AMQP delivery, but names what it runs.
+    running = amqp_seed.record.delay("inspected", 3.0)
+
+    def active() -> list[dict[str, object]]:
+        answers = amqp_seed.app.control.inspect(timeout=5.0).active() or {}
+        return list(answers.get(name, []))
+
+    wait_for(lambda: len(active()) == 1, 15, what="the running task listed")
+    (task,) = active()
+    assert task["id"] == running.id and task["name"] == "tests.apps.amqp_seed.record"
     # ETA messages wait in delay queues shared by every queue: said, not an empty list
     scheduled = amqp_seed.app.control.inspect(timeout=5.0).scheduled()
     assert scheduled == {

@@ -232,7 +232,9 @@ class ControlResponder:
             "worker_pid": task.pid if task is not None else None,
             "delivery_info": {"delivery_tag": tag},
         }
-        if body is None:
+        if body is None:  # not readable from the store (AMQP: no leases): what is known
+            if task is not None and task.name:
+                info.update(name=task.name, type=task.name)
             return info
         try:
             envelope = decode_envelope(body, self.accept)

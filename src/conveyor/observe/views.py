@@ -42,6 +42,7 @@ class RunningTask:
     consumer_id: str
     started: float  # epoch seconds
     pid: int
+    name: str = ""  # the task's name, for when its message cannot be read (AMQP)
 
 
 class WorkerView(Protocol):
@@ -75,7 +76,10 @@ class PreforkView:
             slot = supervisor.slots.read(child.index - 1)
             if slot is not None:
                 running.append(
-                    RunningTask(slot.task_id, slot.tag, child.consumer_id, slot.started, child.pid)
+                    RunningTask(
+                        slot.task_id, slot.tag, child.consumer_id, slot.started, child.pid,
+                        slot.name,
+                    )
                 )
         return running
 
@@ -132,7 +136,10 @@ class InProcessView:
                 if task_id is not None and attempt.executing:
                     started = wall - (now - attempt.received)
                     running.append(
-                        RunningTask(task_id, attempt.tag, loop.consumer_id, started, os.getpid())
+                        RunningTask(
+                            task_id, attempt.tag, loop.consumer_id, started, os.getpid(),
+                            attempt.envelope.task if attempt.envelope is not None else "",
+                        )
                     )
         return running
 

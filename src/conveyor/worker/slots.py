@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Slot", "SlotTracker", "Slots"]
 
 # busy, hard deadline (monotonic, 0 = none), hard limit (s), started (epoch s; read by
-# inspect active), task id, delivery tag
-_FORMAT = struct.Struct("=Qddd64s32s")
+# inspect active), task id, delivery tag, task name (its first 128 bytes: inspect active
+# names the task even where the supervisor cannot read the message, on AMQP)
+_FORMAT = struct.Struct("=Qddd64s32s128s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Slot:
     hard_deadline: float | None
     hard_limit: float | None
     started: float = 0.0
+    name: str = ""
 
 
 class Slots:
@@ -40,7 +42,9 @@ class Slots:
         self._memory = mmap.mmap(-1, _FORMAT.size * max(1, count))
         self.count = count
 
-    def write(self, index: int, task_id: str, tag: str, deadlines: Deadlines | None) -> None:
+    def write(
+        self, index: int, task_id: str, tag: str, deadlines: Deadlines | None, name: str = ""
+    ) -> None:
         hard = deadlines.hard if deadlines is not None and deadlines.hard is not None else 0.0
         limit = deadlines.hard_limit if deadlines is not None and deadlines.hard_limit else 0.0
         _FORMAT.pack_into(
@@ -52,13 +56,14 @@ class Slots:
             time.time(),
             task_id.encode(),
             tag.encode(),
+            name.encode()[:128],
         )
 
     def clear(self, index: int) -> None:
-        _FORMAT.pack_into(self._memory, index * _FORMAT.size, 0, 0.0, 0.0, 0.0, b"", b"")
+        _FORMAT.pack_into(self._memory, index * _FORMAT.size, 0, 0.0, 0.0, 0.0, b"", b"", b"")
 
     def read(self, index: int) -> Slot | None:
-        busy, hard, limit, started, task_id, tag = _FORMAT.unpack_from(
+        busy, hard, limit, started, task_id, tag, name = _FORMAT.unpack_from(
             self._memory, index * _FORMAT.size
         )
         if not busy:
@@ -69,6 +74,7 @@ class Slots:
             hard or None,
             limit or None,
             started,
+            name.rstrip(b"\0").decode(errors="replace"),
         )
 
 
@@ -83,7 +89,8 @@ class SlotTracker:
     def started(self, attempt: Attempt) -> None:
         task_id = attempt.task_id
         assert task_id is not None
-        self.slots.write(self.index, task_id, attempt.tag, attempt.deadlines)
+        name = attempt.envelope.task if attempt.envelope is not None else ""
+        self.slots.write(self.index, task_id, attempt.tag, attempt.deadlines, name)
 
     def finished(self, attempt: Attempt) -> None:
         self.slots.clear(self.index)
