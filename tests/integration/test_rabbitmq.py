@@ -334,3 +334,20 @@ def test_consumer_timeout_on_the_node_redelivers_a_long_task_before_rabbitmq_3_1
     else:
         assert [(d.body, d.deliveries) for d in seen] == [(b"three-hour task", 2)]
         assert "consumer_timeout" in caplog.text and "advanced.config" in caplog.text
+
+
+def test_heartbeats_keep_a_busy_consumers_connection_while_its_task_runs(amqp_url: str) -> None:
+    """A worker whose only thread runs a long task never reads its socket; the heartbeat
+    thread answers for it. With a 1 s heartbeat, a delivery held 4 s without a single
+    fetch is still this consumer's (RabbitMQ drops a silent connection after two
+    missed heartbeats and would hand the task to the watcher, celery#5037)."""
+    transport = amqp(f"{amqp_url}?heartbeat=1")
+    transport.publish("busy", [b"long task"])
+    runner = transport.consumer(["busy"], "runner", 10)
+    (delivery,) = runner.fetch(1, 2.0)
+    time.sleep(4.0)  # "running": no call on the runner's connection from this thread
+    watcher = transport.consumer(["busy"], "watcher", 10)
+    assert watcher.fetch(1, 0.5) == []
+    runner.ack(delivery)
+    assert runner._link.generation == 1  # the same connection all along: never lost
+    transport.close()
