@@ -67,6 +67,13 @@ def main() -> None:
                 page.goto(base + failed)
                 page.wait_for_timeout(300)
                 page.screenshot(path=str(OUT / "task.png"))
+            page.goto(base + "/tasks?name=conveyor.demo.tasks.summarize")
+            page.wait_for_timeout(300)
+            step = page.locator("#task-table tbody tr[data-task] a").first
+            if step.count():
+                page.goto(base + str(step.get_attribute("href")))
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(OUT / "workflow.png"))
             page.goto(base + "/beat")
             page.screenshot(path=str(OUT / "beat.png"))
             browser.close()
