@@ -26,6 +26,14 @@ def nap(self: Any, seconds: float) -> str:
     return str(self.request.id)
 
 
+@app.task(bind=True)
+def timed_nap(self: Any, seconds: float) -> tuple[str, float]:
+    """``nap``, returning its id and the time it started."""
+    started = time.time()
+    time.sleep(seconds)
+    return str(self.request.id), started
+
+
 @app.task
 def patched() -> dict[str, str]:
     """What the worker's standard library is (the green pools patch it)."""

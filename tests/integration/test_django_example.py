@@ -80,7 +80,7 @@ def test_an_order_is_fulfilled_after_commit_and_a_rolled_back_one_is_never_sent(
     from django.test import Client
     from orders.models import Order
 
-    worker = _worker(spawn_worker, redis_url, django_project, "-P", "threads", "-c", "2")
+    worker = _worker(spawn_worker, redis_url, django_project, "-c", "2")  # prefork
     client = Client()
     placed = client.post("/orders/", {"item": "teapot"})
     assert placed.status_code == 201

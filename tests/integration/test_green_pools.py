@@ -45,10 +45,14 @@ def test_a_green_pool_runs_100_sleeps_at_once_with_limits_and_warm_shutdown(
     assert all(module.startswith(GREEN_MODULES[pool]) for module in stdlib.values()), stdlib
 
     started = time.monotonic()
-    results = [tasks.nap.delay(1.0) for _ in range(100)]
-    assert [r.get(timeout=15) for r in results] == [r.id for r in results]
+    results = [tasks.timed_nap.delay(1.0) for _ in range(100)]
+    ran = [r.get(timeout=15) for r in results]
     elapsed = time.monotonic() - started
+    assert [task_id for task_id, _ in ran] == [r.id for r in results]
     assert elapsed < 5.0, f"100 one-second sleeps on -c 100 took {elapsed:.2f}s"
+    # All at once: none waited behind another's sleep in a greenlet that leased two.
+    starts = [at for _, at in ran]
+    assert max(starts) - min(starts) < 0.9, f"started over {max(starts) - min(starts):.2f}s"
 
     assert tasks.soft_limited.delay().get(timeout=10) == "soft: soft time limit (0.5s) exceeded"
     hard = tasks.hard_limited.delay()

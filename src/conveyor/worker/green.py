@@ -114,9 +114,10 @@ class GreenPool(ThreadsPool):
         self.lib.spawn(lambda: self.worker.on_signal(signum, frame))
 
     def loop_config(self, revocations: RevocationCache) -> LoopConfig:
-        # Each greenlet is one slot: it leases one message at a time, so -c 100 starts a
-        # backlog of 100 at once instead of a few loops hoarding it.
-        return dataclasses.replace(super().loop_config(revocations), prefetch=1)
+        # Each greenlet is one slot: it leases one message at a time, even under a
+        # backlog, so -c 100 starts 100 at once and none waits behind another's task.
+        config = super().loop_config(revocations)
+        return dataclasses.replace(config, prefetch=1, backlog_factor=1)
 
     def watchers(self) -> tuple[AttemptWatcher, ...]:
         return (self.timeouts,)

@@ -68,6 +68,9 @@ class LoopConfig:
     hooks: WorkerHooks
     stop: threading.Event
     prefetch: int = 4
+    # Under a backlog a loop leases up to this many times its prefetch per fetch (1: never
+    # more than the prefetch, for the green pools' one-message loops).
+    backlog_factor: int = BACKLOG_FACTOR
     max_tasks: int | None = None  # then the loop ends (a prefork child is replaced)
     revocations: RevocationCache = field(default_factory=RevocationCache)
     # Told when a task body starts and ends: the pool's SIGALRM, a prefork child's slot.
@@ -234,7 +237,9 @@ class ConsumeLoop:
             # a slow task holds them). A partial batch goes back to the plain prefetch.
             full = len(deliveries) >= self._batch
             self._batch = (
-                min(self._batch * 2, self.prefetch * BACKLOG_FACTOR) if full else self.prefetch
+                min(self._batch * 2, self.prefetch * self.config.backlog_factor)
+                if full
+                else self.prefetch
             )
             self.buffer.extend(deliveries)
             if deliveries and self._track_received:
