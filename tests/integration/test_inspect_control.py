@@ -247,3 +247,33 @@ def test_scheduled_lists_each_eta_task_once_over_the_workers(
     found = client.control.inspect().query_task(other.id)
     assert found == {first: {}, second: {other.id: ["scheduled", by_id[other.id]["request"]]}}
     client.control.revoke([soon.id, later.id, other.id])
+
+
+def test_broadcast_purge_and_the_cli_timeout(
+    client: Conveyor, worker_broker_url: str, spawn_worker: Any
+) -> None:
+    # The worker consumes a queue nobody sends to, so what goes to "celery" waits.
+    spawn_worker(APP, worker_broker_url, "-P", "threads", "-c", "1", "-n", "bc@%h", "-Q", "idle")
+    name = f"bc@{_host()}"
+    wait_for(lambda: client.control.ping() == [{name: {"ok": "pong"}}], 15, what="listed")
+    assert client.control.broadcast("ping", reply=True) == [{name: {"ok": "pong"}}]
+    assert client.control.broadcast("pool_grow", {"n": 0}, reply=True) == [
+        {name: {"error": "n must be at least 1, got 0"}}
+    ]
+    assert client.control.broadcast("no_such_command", reply=True) == [
+        {name: {"error": "unknown command 'no_such_command'"}}
+    ]
+    assert client.control.broadcast("ping") is None  # no reply asked for
+    for i in range(3):
+        client.send_task(ADD, (i, i))
+    client.send_task(ADD, (9, 9), countdown=60)
+    assert client.control.purge() == 4  # waiting and scheduled
+    assert sum(q.ready + q.scheduled for q in client.broker.queues()) == 0
+    # --timeout bounds the wait; answers that all came end it early
+    started = time.monotonic()
+    done = run_cli(worker_broker_url, "-A", APP, "inspect", "ping", "--timeout", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {name: {"ok": "pong"}}
+    assert time.monotonic() - started < 4.5
+    done = run_cli(worker_broker_url, "-A", APP, "control", "pool_grow", "1", "-t", "0")
+    assert done.returncode == 2 and "'-t' / '--timeout': 0.0 is not in the range" in done.stderr
