@@ -162,7 +162,8 @@ class RedisKeys:
 
     @property
     def events(self) -> str:
-        """Stream of task and worker events (JSON), capped with XADD MAXLEN ~."""
+        """Stream of task and worker events: an entry per flushed batch (JSON lines),
+        capped by ``append_events.lua``."""
         return f"{self.prefix}:events"
 
 
