@@ -83,6 +83,7 @@ class EventStreamListener(Listener):
 
     def _reset(self) -> None:
         self._buffer: deque[bytes] = deque()
+        self._starting = threading.Lock()  # one flusher even when threads race to start it
         self._wake = threading.Event()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -99,12 +100,18 @@ class EventStreamListener(Listener):
             return
         self._buffer.append(encode_event(event))
         if self._thread is None:  # the first event in this process
-            self._thread = threading.Thread(
-                target=self._flush_forever, name="conveyor-events", daemon=True
-            )
-            self._thread.start()
+            self._start_flusher()
         elif self._closing:  # after close() no flusher runs: write it now
             self.flush()
+
+    def _start_flusher(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._flush_forever, name="conveyor-events", daemon=True
+                )
+                thread.start()
+                self._thread = thread
 
     def close(self) -> None:
         """This process is about to end: stop the flusher and write what is left, so a
