@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,28 @@ def _run(task_id: str, at: float, queue: str = "celery", fail: bool = False) -> 
     ]
 
 
+Opener = Callable[[int], History]
+
+
+@pytest.fixture
+def open_history(tmp_path: Path) -> Iterator[Opener]:
+    opened: list[History] = []
+
+    def make(max_tasks: int) -> History:
+        opened.append(History(tmp_path / "h.sqlite3", max_tasks))
+        return opened[-1]
+
+    yield make
+    for history in opened:
+        history.close()
+
+
 def _fold(history: History, records: list[bytes], start: int = 0) -> None:
     history.fold([(str(start + i + 1), body) for i, body in enumerate(records)])
 
 
-def test_events_out_of_order_end_in_the_latest_state(tmp_path: Path) -> None:
-    history = History(tmp_path / "h.sqlite3", 100)
+def test_events_out_of_order_end_in_the_latest_state(open_history: Opener) -> None:
+    history = open_history(100)
     received, started, succeeded = _run("a", 100.0)
     _fold(history, [succeeded, received, started])  # two processes' batches, crossed
     row = history.task("a")
@@ -52,9 +69,9 @@ def test_events_out_of_order_end_in_the_latest_state(tmp_path: Path) -> None:
 
 
 def test_a_failed_task_sent_again_with_its_id_counts_once_in_its_new_state(
-    tmp_path: Path,
+    open_history: Callable[[int], History],
 ) -> None:
-    history = History(tmp_path / "h.sqlite3", 100)
+    history = open_history(100)
     _fold(history, _run("a", 100.0, fail=True))
     assert history.state_counts() == {"FAILURE": 1}
     _fold(history, _run("a", 200.0)[:2], start=3)  # retried from the UI: received, started
@@ -67,8 +84,8 @@ def test_a_failed_task_sent_again_with_its_id_counts_once_in_its_new_state(
     assert [b[1:] for b in history.buckets(0)] == [(0, 1, 0.5), (1, 0, 0.25)]
 
 
-def test_keyset_pages_list_every_task_once_newest_first(tmp_path: Path) -> None:
-    history = History(tmp_path / "h.sqlite3", 10_000)
+def test_keyset_pages_list_every_task_once_newest_first(open_history: Opener) -> None:
+    history = open_history(10_000)
     records: list[bytes] = []
     for i in range(130):
         records += _run(f"t{i:03}", 1000.0 + i, queue="q" if i % 2 else "celery", fail=i % 5 == 0)
@@ -94,8 +111,8 @@ def test_keyset_pages_list_every_task_once_newest_first(tmp_path: Path) -> None:
     assert history.distinct("queue") == ["celery", "q"]
 
 
-def test_retention_keeps_the_newest_tasks_and_their_counts(tmp_path: Path) -> None:
-    history = History(tmp_path / "h.sqlite3", 50)
+def test_retention_keeps_the_newest_tasks_and_their_counts(open_history: Opener) -> None:
+    history = open_history(50)
     records: list[bytes] = []
     for i in range(80):
         records += _run(f"t{i:03}", 1000.0 + i)
@@ -110,10 +127,15 @@ def test_a_reopened_history_goes_on_from_its_cursor(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     history = History(path, 100)
     _fold(history, _run("a", 10.0))
+    with pytest.raises(ConfigurationError, match="another dashboard uses the history file"):
+        History(path, 100)  # two would fold every event twice
     history.close()
     again = History(path, 100)
-    assert again.cursor() == "3"
-    assert again.task("a") is not None
+    try:
+        assert again.cursor() == "3"
+        assert again.task("a") is not None
+    finally:
+        again.close()
 
 
 def test_masking_hides_values_not_shapes() -> None:

@@ -19,14 +19,16 @@ Times are epoch seconds.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from ..exceptions import ConfigurationError
 from .fold import BUCKET_SECONDS, FINAL, STATES, fold_batch, fold_state
 
 __all__ = ["BUCKET_SECONDS", "FINAL", "STATES", "History", "TaskFilter", "TaskRow", "fold_state"]
@@ -144,6 +146,7 @@ class History:
         self.path = path
         self.max_tasks = max(1, int(max_tasks))
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _hold_lock(path)
         self._local = threading.local()
         self._since_trim = 0
         with self._connect() as conn:
@@ -369,6 +372,23 @@ class History:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
+
+
+def _hold_lock(path: Path) -> IO[bytes] | None:
+    """One dashboard per history file: two would both fold the stream into it, and
+    count every task twice. The lock goes with the process."""
+    lock = open(path.with_name(path.name + ".lock"), "ab")  # noqa: SIM115 - held open
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigurationError(
+            f"another dashboard uses the history file {path}: give this one --db PATH"
+        ) from None
+    return lock
 
 
 def _escape_like(term: str) -> str:
