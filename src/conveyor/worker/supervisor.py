@@ -72,6 +72,7 @@ class Child:
     # Why the supervisor ended it, and the task it was running: ("time limit", slot,
     # None) or ("terminated", slot, signal name).
     verdict: tuple[str, Slot, str | None] | None = None
+    recorded: bool = False  # the verdict is stored already (before the kill, on AMQP)
 
 
 class Supervisor(Pool):
@@ -284,7 +285,8 @@ class Supervisor(Pool):
         died = os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0
         try:
             if child.verdict is not None:
-                self._record_verdict(child, *child.verdict)
+                if not child.recorded:
+                    self._record_verdict(child, *child.verdict)
             elif died and running is not None and not self.reject_on_worker_lost:
                 self._record(child, running, states.FAILURE, WorkerLostError(f"worker child {how}"))
         except TRANSIENT as exc:
@@ -381,14 +383,31 @@ class Supervisor(Pool):
                 slot.hard_limit,
                 child.index,
             )
+            self._record_before_kill(child)
             _signal(child.pid, signal.SIGKILL)
             return
         name = self.revocations.terminate.get(slot.task_id, "SIGTERM")
         child.verdict = ("terminated", slot, name)
         logger.warning("terminating task %s (%s)", slot.task_id, name)
+        self._record_before_kill(child)
         # A child's SIGTERM means "finish your task", so terminate kills it.
         signum = signal.Signals[name]
         _signal(child.pid, signal.SIGKILL if signum == signal.SIGTERM else signum)
+
+    def _record_before_kill(self, child: Child) -> None:
+        """Without leases (AMQP) the killed child's message goes back to the queue the
+        moment its connection closes, and another child may take it at once: its final
+        state must be stored before, so that child acks it without running it
+        (``Executor._ended_before``). With leases it is stored after the reap, when the
+        lease is discarded with it."""
+        if self.leases is not None or child.verdict is None:
+            return
+        try:
+            self._record_verdict(child, *child.verdict)
+            child.recorded = True
+        except TRANSIENT as exc:  # recorded after the reap instead
+            logger.warning("could not record child %d's task before ending it (%s)",
+                           child.index, exc)
 
     def _record_verdict(self, child: Child, why: str, slot: Slot, signame: str | None) -> None:
         if why == "time limit":
