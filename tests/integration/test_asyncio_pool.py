@@ -69,6 +69,8 @@ def test_a_soft_limit_cancels_the_coroutine_which_sees_it(
     assert time.monotonic() - started < 5
 
 
+# The pool's own behaviour, the same on every broker: Redis only, to keep the suite's time.
+@pytest.mark.parametrize("worker_broker_url", ["redis"], indirect=True)
 def test_a_hard_limit_or_a_terminate_ends_an_awaiting_coroutine_and_its_process_stays(
     aio: ModuleType, worker_broker_url: str, spawn_worker: Any
 ) -> None:
@@ -86,6 +88,8 @@ def test_a_hard_limit_or_a_terminate_ends_an_awaiting_coroutine_and_its_process_
     assert "exited with code" not in worker.output()  # the same process went on
 
 
+# The pool's own behaviour, the same on every broker: Redis only, to keep the suite's time.
+@pytest.mark.parametrize("worker_broker_url", ["redis"], indirect=True)
 def test_processes_share_the_queue(
     aio: ModuleType, worker_broker_url: str, spawn_worker: Any
 ) -> None:
@@ -97,6 +101,8 @@ def test_processes_share_the_queue(
     assert len(pids) == 2, pids
 
 
+# The pool's own behaviour, the same on every broker: Redis only, to keep the suite's time.
+@pytest.mark.parametrize("worker_broker_url", ["redis"], indirect=True)
 def test_sync_bodies_run_on_threads_beside_the_loop(
     aio: ModuleType, worker_broker_url: str, spawn_worker: Any
 ) -> None:
@@ -127,6 +133,7 @@ def test_a_blocked_loop_is_ended_by_the_hard_limit_and_loses_nothing(
     assert "exited with code 3" in worker.output()
 
 
+@pytest.mark.parametrize("worker_broker_url", ["redis"], indirect=True)
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_async_tasks_run_to_completion_on_the_other_pools(
     aio: ModuleType, worker_broker_url: str, spawn_worker: Any, pool: str
