@@ -374,6 +374,9 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries, SharedSched
                     break
                 headers: dict[str, Any] = message.properties.get("application_headers") or {}
                 queue = str(headers.get(QUEUE_HEADER, ""))
+                if not queue:  # not conveyor's: put back untouched, and leave this level
+                    channel.basic_reject(message.delivery_info["delivery_tag"], requeue=True)
+                    break
                 if queue in queues:
                     dropped += 1
                 else:
