@@ -189,6 +189,11 @@ class TaskReceived(_TaskEvent):
     queue: str | None
     root_id: str | None
     parent_id: str | None
+    # Where it sits in a workflow beyond parent and root: the group it is a member of,
+    # and the chord whose header it counts in, or that it joins when it is the chord's
+    # join task (a dashboard draws the chord from a header task's page with them).
+    group_id: str | None = None
+    chord_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = Event.to_dict(self)

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conveyor import Conveyor, chain, chord
+from conveyor.result import GroupResult
 
 from ..support import wait_for
 
@@ -88,6 +89,14 @@ def test_pages_show_a_known_workload_and_new_tasks_live(
     page.goto(f"{board.url}/tasks/{body.id}")
     expect(page.locator("#workflow ul.header")).to_contain_text("chord header (3)")
     expect(page.locator("#workflow ul.header a")).to_have_count(3)
+    assert isinstance(body.parent, GroupResult)
+    member = body.parent.results[1].id  # a header task's own page draws its chord
+    page.goto(f"{board.url}/tasks/{member}")
+    expect(page.locator("#workflow ul.header")).to_contain_text("chord header (3)")
+    expect(page.locator(f"#workflow ul.header li:has(a[href$='/tasks/{member}'])")).to_contain_text(
+        "this task"
+    )
+    expect(page.locator(f"#workflow a[href$='/tasks/{body.id}']")).to_be_visible()  # the body
 
     page.goto(board.url + "/tasks")
     expect(page.locator("#live-dot.on")).to_be_visible()

@@ -138,6 +138,54 @@ def test_a_reopened_history_goes_on_from_its_cursor(tmp_path: Path) -> None:
         again.close()
 
 
+def test_a_chords_tasks_are_found_by_its_id(open_history: Opener) -> None:
+    history = open_history(100)
+    records = []
+    for n, member in enumerate(("h1", "h2")):
+        records += [_event("task-received", member, 100.0 + n, args="(1,)", kwargs="{}",
+                           root_id=member, parent_id=None, group_id="c1", chord_id="c1"),
+                    _event("task-succeeded", member, 100.5 + n, result="1", runtime=0.1)]
+    records += [
+        _event("task-received", "j", 103.0, name="conveyor.chord_join", args="('c1',)",
+               kwargs="{}", root_id="j", parent_id=None, group_id=None, chord_id="c1"),
+        _event("task-received", "b", 104.0, args="([1, 1],)", kwargs="{}", root_id="j",
+               parent_id="j"),
+        _event("task-received", "other", 105.0, args="()", kwargs="{}", root_id="other"),
+    ]
+    _fold(history, records)
+    found = history.chord("c1")
+    assert [t.id for t in found] == ["h1", "h2", "j"]
+    assert [(t.group_id, t.chord_id) for t in found[:2]] == [("c1", "c1")] * 2
+    assert found[2].group_id is None
+    member = history.task("h1")
+    assert member is not None and member.chord_id == "c1"
+    body = history.task("b")
+    assert body is not None and body.chord_id is None and body.parent_id == "j"
+
+
+def test_a_history_file_from_before_chord_ids_gains_the_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the tasks table as the first release made it
+        old.execute("CREATE TABLE tasks (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                    " name TEXT, state TEXT NOT NULL, state_at REAL NOT NULL, seen REAL NOT"
+                    " NULL, queue TEXT, worker TEXT, args TEXT, kwargs TEXT, result TEXT,"
+                    " exception TEXT, traceback TEXT, received REAL, started REAL, finished"
+                    " REAL, runtime REAL, retries INTEGER NOT NULL DEFAULT 0, eta REAL,"
+                    " root_id TEXT, parent_id TEXT)")
+        old.execute("INSERT INTO tasks (id, state, state_at, seen) VALUES ('a', 'SUCCESS', 1, 1)")
+    history = History(path, 100)
+    try:
+        kept = history.task("a")
+        assert kept is not None and kept.state == "SUCCESS" and kept.chord_id is None
+        _fold(history, [_event("task-received", "h", 2.0, args="()", kwargs="{}",
+                               chord_id="c9")])
+        assert [t.id for t in history.chord("c9")] == ["h"]
+    finally:
+        history.close()
+
+
 def test_masking_hides_values_not_shapes() -> None:
     everything = Masking(True)
     assert everything.args("(1, 'secret')") == "(•••, •••)"

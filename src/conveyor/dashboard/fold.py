@@ -157,6 +157,8 @@ def _fields(kind: str, event: dict[str, Any], at: float) -> dict[str, Any]:
             eta=event.get("eta"),
             root_id=event.get("root_id"),
             parent_id=event.get("parent_id"),
+            group_id=event.get("group_id"),
+            chord_id=event.get("chord_id"),
         )
         if event.get("queue"):
             changes["queue"] = event["queue"]

@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     retries   INTEGER NOT NULL DEFAULT 0,
     eta       REAL,
     root_id   TEXT,
-    parent_id TEXT
+    parent_id TEXT,
+    group_id  TEXT,
+    chord_id  TEXT                   -- the chord a header task counts in, or a join's chord
 );
 -- Listings are newest first by (seen, seq); every index ends in seq (the rowid).
 CREATE INDEX IF NOT EXISTS tasks_seen ON tasks (seen);
@@ -95,7 +97,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _COLUMNS = (
     "seq, id, name, state, state_at, seen, queue, worker, args, kwargs, result, exception,"
-    " traceback, received, started, finished, runtime, retries, eta, root_id, parent_id"
+    " traceback, received, started, finished, runtime, retries, eta, root_id, parent_id,"
+    " group_id, chord_id"
+)
+
+# Columns added after the first release of the history file: added to an older file
+# when it is opened (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
+_ADDED_COLUMNS = ("group_id", "chord_id")
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS tasks_chord ON tasks (chord_id) WHERE chord_id IS NOT NULL"
 )
 
 
@@ -122,6 +132,8 @@ class TaskRow:
     eta: float | None
     root_id: str | None
     parent_id: str | None
+    group_id: str | None
+    chord_id: str | None
 
 
 @dataclass(slots=True)
@@ -151,6 +163,11 @@ class History:
         self._since_trim = 0
         with self._connect() as conn:
             conn.executescript(SCHEMA)
+            have = {str(column[1]) for column in conn.execute("PRAGMA table_info(tasks)")}
+            for column in _ADDED_COLUMNS:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+            conn.execute(_ADDED_INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -314,6 +331,17 @@ class History:
             (root_id, limit),
         )
         return [TaskRow(*row) for row in rows]
+
+    def chord(self, chord_id: str, limit: int = 300) -> list[TaskRow]:
+        """The tasks of one chord the history holds: its header tasks and its join,
+        oldest first."""
+        return [
+            TaskRow(*found)
+            for found in self.db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE chord_id = ? ORDER BY seen, seq LIMIT ?",
+                (chord_id, limit),
+            )
+        ]
 
     def state_counts(self) -> dict[str, int]:
         return {

@@ -134,8 +134,14 @@ def tasks(board: Dashboard, request: Request) -> Response:
     term = (where.search or "").strip()
     if ID_PREFIX.fullmatch(term):
         # Looks like the start of a task id: the id index answers at once.
-        by_id = TaskFilter(id_prefix=term, state=where.state, name=where.name,
-                           queue=where.queue, worker=where.worker, since=where.since)
+        by_id = TaskFilter(
+            id_prefix=term,
+            state=where.state,
+            name=where.name,
+            queue=where.queue,
+            worker=where.worker,
+            since=where.since,
+        )
         if board.history.tasks(by_id, before=before, limit=1):
             where = by_id
     if where.search and where.search_args:
@@ -201,11 +207,20 @@ def task(board: Dashboard, request: Request) -> Response:
             "parent": parent,
             "root": root,
             "children": board.history.children(task_id),
-            "tree": _workflow_tree(board, row) if row else [],
+            "tree": _task_tree(board, row) if row else [],
             "final": row is not None and row.state in FINAL,
             "retryable": row is not None and row.state in ("FAILURE", "REVOKED", "REJECTED"),
         },
     )
+
+
+def _task_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
+    """The workflow drawn on a task's page: its root's tree, and for a chord's header
+    task (which is its own root when the chord was sent alone) its chord."""
+    tree = _workflow_tree(board, row)
+    if row.chord_id and row.name != CHORD_JOIN and not _in_header(tree, row.id):
+        tree = [*tree, *_chord_tree(board, row)]
+    return tree
 
 
 def _workflow_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
@@ -232,19 +247,52 @@ def _workflow_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
 
 
 def _chord_header(board: Dashboard, row: TaskRow) -> list[TaskRow]:
-    """For a chord's join task, the header's tasks (from the result backend, which
-    keeps each chord's members); empty for any other task."""
-    if row.name != CHORD_JOIN or not row.args:
+    """For a chord's join task, the header's tasks; empty for any other task."""
+    if row.name != CHORD_JOIN:
         return []
-    args = literal(row.args)
-    if not isinstance(args, list | tuple) or not args:
-        return []
+    chord_id = row.chord_id
+    if chord_id is None and row.args:  # folded before events carried the chord's id
+        args = literal(row.args)
+        chord_id = str(args[0]) if isinstance(args, list | tuple) and args else None
+    return _header_tasks(board, chord_id) if chord_id else []
+
+
+def _header_tasks(board: Dashboard, chord_id: str) -> list[TaskRow]:
+    """A chord's header tasks, in the order the result backend keeps them (its record
+    of the chord), else as the history saw them arrive."""
     try:
-        members = board.app.backend.chord_members(str(args[0])) or []
-    except Exception:  # the backend is away or keeps no chords: the tree says less
-        return []
-    found = [board.history.task(member) for member in members[:200]]
-    return [member for member in found if member is not None]
+        members = board.app.backend.chord_members(chord_id) or []
+    except Exception:  # the backend is away or keeps no chords: the history says less
+        members = []
+    if members:
+        found = [board.history.task(member) for member in members[:200]]
+        return [member for member in found if member is not None]
+    return [t for t in board.history.chord(chord_id) if t.name != CHORD_JOIN]
+
+
+def _chord_tree(board: Dashboard, row: TaskRow) -> list[dict[str, Any]]:
+    """For a chord's header task, its chord: the join (or a placeholder until the last
+    header task is done) with the header under it and the body as the join's child."""
+    chord_id = str(row.chord_id)
+    join = next((t for t in board.history.chord(chord_id) if t.name == CHORD_JOIN), None)
+    body = board.history.children(join.id) if join else []
+    return [
+        {
+            "row": join,
+            "chord_id": chord_id,
+            "this": False,
+            "header": _header_tasks(board, chord_id),
+            "children": [{"row": b, "children": [], "this": False, "header": []} for b in body],
+        }
+    ]
+
+
+def _in_header(tree: list[dict[str, Any]], task_id: str) -> bool:
+    """Is ``task_id`` drawn in ``tree`` as a chord's header task?"""
+    return any(
+        any(h.id == task_id for h in node["header"]) or _in_header(node["children"], task_id)
+        for node in tree
+    )
 
 
 def _stored_result(board: Dashboard, task_id: str) -> dict[str, Any] | None:
@@ -327,10 +375,18 @@ def _worker_rows(
         # renamed hosts) would only grow the page.
         if name not in rows and time.time() - last < OFFLINE_KEPT_SECONDS:
             rows[name] = {
-                "name": name, "online": False, "pool": info.get("pool"),
-                "concurrency": info.get("concurrency"), "queues": info.get("queues") or [],
-                "heartbeat": last, "started_at": info.get("started_at"), "pid": info.get("pid"),
-                "running": [], "load": 0.0, "processed": None, "answered": False,
+                "name": name,
+                "online": False,
+                "pool": info.get("pool"),
+                "concurrency": info.get("concurrency"),
+                "queues": info.get("queues") or [],
+                "heartbeat": last,
+                "started_at": info.get("started_at"),
+                "pid": info.get("pid"),
+                "running": [],
+                "load": 0.0,
+                "processed": None,
+                "answered": False,
             }
     return sorted(rows.values(), key=lambda r: (not r["online"], r["name"]))
 
@@ -359,15 +415,17 @@ def _queue_rows(board: Dashboard, top: dict[str, Any]) -> list[dict[str, Any]]:
         if older is not None and now - older.at >= 5:
             grew = depth - older.depths.get(name, 0)
             in_rate = max(0.0, grew / (now - older.at) + out_rate)
-        rows.append({
-            "name": name,
-            "ready": stats.ready if stats else 0,
-            "scheduled": stats.scheduled if stats else 0,
-            "in_rate": in_rate,
-            "out_rate": out_rate,
-            "consumers": consumers.get(name, []),
-            "oldest": oldest.get(name),
-        })
+        rows.append(
+            {
+                "name": name,
+                "ready": stats.ready if stats else 0,
+                "scheduled": stats.scheduled if stats else 0,
+                "in_rate": in_rate,
+                "out_rate": out_rate,
+                "consumers": consumers.get(name, []),
+                "oldest": oldest.get(name),
+            }
+        )
     return rows
 
 
@@ -393,19 +451,26 @@ def beat(board: Dashboard, request: Request) -> Response:
     rows = []
     for entry in entries:
         last = state.get(entry.name)
-        rows.append({
-            "name": entry.name,
-            "task": entry.task,
-            "schedule": str(entry.schedule),
-            "args": board.masking.call(repr(entry.args), repr(entry.kwargs)),
-            "last": last,
-            "next": entry.schedule.next_due(last, tz) if last is not None else None,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "task": entry.task,
+                "schedule": str(entry.schedule),
+                "args": board.masking.call(repr(entry.args), repr(entry.kwargs)),
+                "last": last,
+                "next": entry.schedule.next_due(last, tz) if last is not None else None,
+            }
+        )
     return board.render(
         request,
         "beat.html",
-        {"page": "beat", "top": summary(board), "entries": rows, "leader": leader,
-         "beat_error": error},
+        {
+            "page": "beat",
+            "top": summary(board),
+            "entries": rows,
+            "leader": leader,
+            "beat_error": error,
+        },
     )
 
 
@@ -426,9 +491,7 @@ def dead_letters(board: Dashboard, request: Request) -> Response:
         if board.masking.hides_anything:
             payload = f"({len(letter.body)} bytes, masked: dashboard_mask_args)"
         rows.append({"letter": letter, "name": name, "task_id": task_id, "payload": payload})
-    return board.render(
-        request, "dead.html", {"page": "dead", "top": summary(board), "rows": rows}
-    )
+    return board.render(request, "dead.html", {"page": "dead", "top": summary(board), "rows": rows})
 
 
 def _keyset(value: str | None) -> tuple[float, int] | None:
@@ -451,4 +514,3 @@ def _older(kept: dict[str, str], last: TaskRow | tuple[float, int]) -> str:
 
     seen, seq = (last.seen, last.seq) if isinstance(last, TaskRow) else last
     return "?" + urlencode({**kept, "before": f"{seen!r}_{seq}"})
-

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, states
+from ..canvas.signature import CHORD_JOIN
 from ..events import (
     Channel,
     EventBus,
@@ -90,6 +91,8 @@ class WorkerHooks:
                     queue=request.delivery_info.get("queue"),
                     root_id=request.root_id,
                     parent_id=request.parent_id,
+                    group_id=request.group,
+                    chord_id=_chord_id(request),
                 )
             )
 
@@ -218,3 +221,13 @@ class WorkerHooks:
             sw_sys=platform.system(),
             info=info,
         )
+
+
+def _chord_id(request: Context) -> str | None:
+    """The chord a header task counts in (its ``chord`` option, as sent), or the chord
+    a join task joins (its one argument)."""
+    if request.task == CHORD_JOIN:
+        found = request.args[0] if len(request.args) == 1 else None
+    else:
+        found = request.chord.get("id") if isinstance(request.chord, dict) else None
+    return found if isinstance(found, str) else None
