@@ -95,14 +95,18 @@ def serve(
 class Background:
     """A dashboard served from a thread of this process (``conveyor demo --dashboard``)."""
 
-    def __init__(self, server: Any, thread: threading.Thread, url: str) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, url: str, board: Dashboard) -> None:
         self.server = server
         self.thread = thread
         self.url = url
+        self.board = board
 
     def stop(self) -> None:
+        """Stop serving, then let go of the history file (its lock lets the next
+        dashboard on this broker open it)."""
         self.server.should_exit = True
         self.thread.join(5)
+        self.board.history.close()
 
 
 def serve_in_thread(app: Conveyor, options: DashboardOptions, timeout: float = 10.0) -> Background:
@@ -121,9 +125,12 @@ def serve_in_thread(app: Conveyor, options: DashboardOptions, timeout: float = 1
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            board.history.close()
             raise ConfigurationError(
                 f"the dashboard could not listen on {options.address}:{options.port} "
                 "(is the port taken? choose another with --dashboard-port)"
             )
         time.sleep(0.02)
-    return Background(server, thread, f"http://{options.address}:{options.port}{board.prefix}/")
+    url = f"http://{options.address}:{options.port}{board.prefix}/"
+    return Background(server, thread, url, board)
