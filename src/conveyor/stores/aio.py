@@ -9,8 +9,8 @@ client (Redis, through ``redis.asyncio``):
 
 A store without them (SQLite, memory, RabbitMQ, Redis Cluster and Sentinel) is served
 by :func:`publish_async` and friends on a thread, so the event loop never blocks on
-it: sends and reads on the loop's default executor (each is short), waits on a pool of
-their own (a wait may hold its thread for as long as the task runs).
+it: sends and reads on the loop's default executor (each is short), waits by one thread
+per backend that serves them all (stores/result_waiter.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
+from .result_waiter import waiter_for
 from .results import ResultBackend
 from .transport import Transport
 
@@ -31,11 +31,6 @@ __all__ = [
     "publish_async",
     "wait_async",
 ]
-
-# Waits offloaded to threads at once; more wait for a thread (results usually come in
-# the order their tasks were sent, so the early waiters free theirs first).
-WAIT_THREADS = 64
-
 
 class AsyncPublishing(ABC):
     """A transport that can publish without blocking an event loop."""
@@ -97,25 +92,7 @@ async def get_many_async(backend: ResultBackend, task_ids: Sequence[str]) -> lis
     return await asyncio.get_running_loop().run_in_executor(None, backend.get_many, task_ids)
 
 
-_waiters: ThreadPoolExecutor | None = None
-
-# An offloaded wait gives its thread back this often, so a wait for a task that is far
-# from done cannot keep a thread from the waits whose results are in.
-_WAIT_SLICE = 1.0
-
-
 async def wait_async(backend: ResultBackend, task_id: str, timeout: float | None) -> bytes | None:
     if isinstance(backend, AsyncResults):
         return await backend.await_final(task_id, timeout)
-    global _waiters
-    if _waiters is None:
-        _waiters = ThreadPoolExecutor(WAIT_THREADS, thread_name_prefix="conveyor-await")
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - loop.time())
-        if left <= 0:
-            return None
-        found = await loop.run_in_executor(_waiters, backend.wait, task_id, left)
-        if found is not None:
-            return found
+    return await waiter_for(backend).wait(task_id, timeout)
