@@ -91,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     # the dashboard: tasks its history keeps; hide argument values (True, or kwarg names)
     "dashboard_max_tasks": 1_000_000,
     "dashboard_mask_args": False,
+    "dashboard_token": None,
     "worker_shutdown_timeout": 30.0,
     "worker_lease_seconds": 10.0,
     "worker_prefetch_release_seconds": 1.0,

@@ -48,3 +48,44 @@ def test_demo_leaves_the_dashboard_open_on_its_run(tmp_path: Path) -> None:
             os.killpg(demo.pid, signal.SIGTERM)
             code = demo.wait(30)
     assert code == 0, log.read_text()
+
+
+def test_a_token_opens_the_dashboard_to_a_script_and_to_a_browser(
+    redis_url: str, tmp_path: Path
+) -> None:
+    token = "s3cret-token-0123456789"
+    port = free_port()
+    env = dict(os.environ, CONVEYOR_BROKER_URL=redis_url,
+               PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        board = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "-A", "tests.apps.board", "dashboard",
+             "--port", str(port), "--token", token, "--url-prefix", "/q",
+             "--db", str(tmp_path / "history.sqlite3")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}/q"
+    try:
+        wait_for(lambda: "bearer token" in log.read_text(), 30, interval=0.1,
+                 what="the dashboard to listen")
+        with httpx.Client(timeout=10) as http:
+            wait_for(lambda: http.get(base + "/").status_code == 401, 10, what="a 401")
+            refused = http.get(base + "/")
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            wrong = http.get(base + "/", headers={"Authorization": "Bearer wrong"})
+            assert wrong.status_code == 401
+            assert http.get(base + "/tasks?token=wrong").status_code == 401
+            script = http.get(base + "/workers", headers={"Authorization": f"Bearer {token}"})
+            assert script.status_code == 200 and "Workers" in script.text
+        with httpx.Client(timeout=10) as browser:  # keeps cookies, as a browser does
+            first = browser.get(base + f"/tasks?state=SUCCESS&token={token}")
+            assert first.status_code == 303
+            assert first.headers["location"] == "/q/tasks?state=SUCCESS"  # the token is gone
+            cookie = first.headers["set-cookie"]
+            assert token not in cookie and "HttpOnly" in cookie and "Path=/q" in cookie
+            assert browser.get(base + "/tasks?state=SUCCESS").status_code == 200
+            assert browser.get(base + "/").status_code == 200
+    finally:
+        os.killpg(board.pid, signal.SIGTERM)
+        board.wait(30)

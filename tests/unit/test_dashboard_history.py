@@ -13,7 +13,7 @@ import pytest
 
 from conveyor.dashboard.history import History, TaskFilter
 from conveyor.dashboard.present import Masking
-from conveyor.dashboard.security import Access, is_loopback, parse_users
+from conveyor.dashboard.security import TOKEN_USER, Access, is_loopback, parse_users
 from conveyor.dashboard.server import DashboardOptions
 from conveyor.exceptions import ConfigurationError
 
@@ -212,3 +212,17 @@ def test_users_and_the_loopback_rule() -> None:
     with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1 only"):
         DashboardOptions(address="0.0.0.0").check()
     DashboardOptions(address="0.0.0.0", users=users).check()
+
+
+def test_a_token_is_checked_as_a_bearer_header_or_its_cookie() -> None:
+    token = "t" * 24
+    access = Access(token=token)
+    assert access.guarded and not Access().guarded
+    assert access.token_user(f"Bearer {token}", None) == TOKEN_USER
+    assert access.token_user("Bearer " + "x" * 24, None) is None
+    assert access.token_user(None, access.cookie_of_token()) == TOKEN_USER
+    assert access.token_user(None, token) is None  # the cookie holds a hash, not the token
+    assert access.may_act(TOKEN_USER) and not Access(token=token, read_only=True).may_act(None)
+    DashboardOptions(address="0.0.0.0", token=token).check()
+    with pytest.raises(ConfigurationError, match="at least 16 characters"):
+        DashboardOptions(address="0.0.0.0", token="short").check()

@@ -17,11 +17,15 @@ def _options(command: click.Command) -> click.Command:
     for option in [
         click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True),
         click.option("--address", default="127.0.0.1", show_default=True,
-                     help="Interface to listen on (other than loopback needs --basic-auth)."),
+                     help="Interface to listen on (other than loopback needs --basic-auth "
+                     "or --token)."),
         click.option("--url-prefix", "--url_prefix", "url_prefix", default="", metavar="PATH",
                      help="Serve under this path, behind a proxy (e.g. /conveyor)."),
         click.option("--basic-auth", "--basic_auth", "basic_auth", multiple=True,
                      metavar="USER:PASSWORD", help="A user (repeat, or separate with commas)."),
+        click.option("--token", default=None, metavar="TOKEN",
+                     help="A bearer token that opens the dashboard (setting dashboard_token; "
+                     "a browser gives it once as ?token=...)."),
         click.option("--read-only", is_flag=True, help="Nobody may act: pages only."),
         click.option("--read-only-user", multiple=True, metavar="USER",
                      help="This --basic-auth user may look but not act (repeat)."),
@@ -37,6 +41,7 @@ def _options(command: click.Command) -> click.Command:
 def _run(
     obj: AppContext, port: int, address: str, url_prefix: str, basic_auth: tuple[str, ...],
     read_only: bool, read_only_user: tuple[str, ...], db: Path | None, max_tasks: int | None,
+    token: str | None,
 ) -> None:
     from ..dashboard.security import parse_users
     from ..dashboard.server import DashboardOptions, serve
@@ -47,7 +52,7 @@ def _run(
         raise click.BadParameter(str(exc), param_hint="--basic-auth") from None
     options = DashboardOptions(
         port=port, address=address, url_prefix=url_prefix, users=users, read_only=read_only,
-        read_only_users=frozenset(read_only_user), db=db, max_tasks=max_tasks,
+        read_only_users=frozenset(read_only_user), db=db, max_tasks=max_tasks, token=token,
     )
     serve(obj.app, options, say=lambda line: click.echo(line, err=True))
 

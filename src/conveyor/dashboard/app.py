@@ -155,6 +155,6 @@ def create_app(dashboard: Dashboard) -> Starlette:
         routes = inner
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, access=dashboard.access)],
+        middleware=[Middleware(AuthMiddleware, access=dashboard.access, prefix=dashboard.prefix)],
         lifespan=lifespan,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
-from .security import Access, is_loopback
+from .security import Access, check_token, is_loopback
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -35,13 +35,20 @@ class DashboardOptions:
     read_only_users: frozenset[str] = frozenset()
     db: Path | None = None
     max_tasks: int | None = None
+    token: str | None = None  # a bearer token (--token, dashboard_token)
 
     def check(self) -> None:
-        """Without users, only this machine may connect (and the CLI says so)."""
-        if not self.users and not is_loopback(self.address):
+        """Without users or a token, only this machine may connect (and the CLI says so)."""
+        if self.token is not None:
+            try:
+                check_token(self.token)
+            except ValueError as exc:
+                raise ConfigurationError(f"--token: {exc}") from None
+        if not self.users and self.token is None and not is_loopback(self.address):
             raise ConfigurationError(
-                f"without --basic-auth the dashboard listens on 127.0.0.1 only "
-                f"(asked for {self.address}): give --basic-auth user:password to open it up"
+                f"without --basic-auth or --token the dashboard listens on 127.0.0.1 only "
+                f"(asked for {self.address}): give --basic-auth user:password or --token "
+                f"to open it up"
             )
         unknown = self.read_only_users - set(self.users)
         if unknown:
@@ -62,25 +69,27 @@ def build(app: Conveyor, options: DashboardOptions) -> tuple[Dashboard, Starlett
     from .app import Dashboard, create_app
     from .history import History
 
+    if options.token is None and app.conf.get("dashboard_token"):
+        options.token = str(app.conf.get("dashboard_token"))
     options.check()
     max_tasks = options.max_tasks or int(app.conf.get("dashboard_max_tasks", 1_000_000))
     history = History(options.db or history_path(app), max_tasks)
-    access = Access(options.users, options.read_only_users, options.read_only)
+    access = Access(options.users, options.read_only_users, options.read_only, options.token)
     board = Dashboard(app, history, access, options.url_prefix)
     board.follower.catch_up(CATCH_UP_SECONDS)
     return board, create_app(board)
 
 
-def serve(
-    app: Conveyor, options: DashboardOptions, say: Callable[[str], None] = print
-) -> None:
+def serve(app: Conveyor, options: DashboardOptions, say: Callable[[str], None] = print) -> None:
     """Run the dashboard in this process until interrupted."""
     import uvicorn
 
     board, web = build(app, options)
     where = f"http://{options.address}:{options.port}{board.prefix}/"
-    if options.users:
-        say(f"conveyor dashboard on {where} ({len(options.users)} user(s), basic auth)")
+    if options.users or options.token:
+        ways = [f"{len(options.users)} user(s), basic auth"] if options.users else []
+        ways += ["a bearer token (or ?token= once in a browser)"] if options.token else []
+        say(f"conveyor dashboard on {where} ({'; '.join(ways)})")
     else:
         say(f"conveyor dashboard on {where} (no --basic-auth: only this machine may connect)")
     uvicorn.run(
@@ -116,7 +125,10 @@ def serve_in_thread(app: Conveyor, options: DashboardOptions, timeout: float = 1
 
     board, web = build(app, options)
     config = uvicorn.Config(
-        web, host=options.address, port=options.port, log_level="warning",
+        web,
+        host=options.address,
+        port=options.port,
+        log_level="warning",
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
