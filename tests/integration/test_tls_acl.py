@@ -143,7 +143,11 @@ def test_tls_settings_conveyor_cannot_read_are_errors(tmp_path: Path) -> None:
         ("redis://127.0.0.1:1/0", {"ssl_cert_reqs": "sometimes"}, "ssl_cert_reqs 'sometimes'"),
         ("redis://127.0.0.1:1/0", {"cert_reqs": ssl.CERT_NONE}, "unknown option cert_reqs"),
         ("redis://127.0.0.1:1/0", "yes", "must be a dict of ssl_* options or True"),
-        (f"sqlite:///{tmp_path / 'b.db'}", {"ssl_cert_reqs": "required"}, "not a Redis URL"),
+        (
+            f"sqlite:///{tmp_path / 'b.db'}",
+            {"ssl_cert_reqs": "required"},
+            "is not a Redis or AMQP URL",
+        ),
     ]
     for url, use_ssl, error in cases:
         app = Conveyor("x", broker=url, broker_use_ssl=use_ssl, set_as_current=False)
