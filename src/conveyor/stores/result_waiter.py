@@ -12,7 +12,7 @@ backend serves them all: it reads every pending result in one ``get_many``, hand
 final ones to their loops in one callback per loop, then blocks on the oldest pending one
 (``wait``: pushed where the store can push, the SQLite doorbell) for at most
 :data:`SLICE`, so a result finished meanwhile is noticed within that. Timeouts are the
-loop's (``asyncio.wait_for``); the thread ends after :data:`IDLE_EXIT` with nothing to do.
+loop's (a timer per wait); the thread ends after :data:`IDLE_EXIT` with nothing to do.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ SLICE = 0.05
 MIN_ROUND = 0.01
 # The thread ends after this long with no pending wait (the next wait starts another).
 IDLE_EXIT = 2.0
+# Waits settled per turn of the loop when many results come in at once.
+SETTLE_BATCH = 100
 
-_Delivery = tuple["asyncio.Future[bytes]", bytes | BaseException]
+_Delivery = tuple["asyncio.Future[bytes | None]", bytes | BaseException]
 
 
 class ResultWaiter:
@@ -48,23 +50,25 @@ class ResultWaiter:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         # task id -> the futures waiting for it; insertion order is the order of waiting.
-        self._pending: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._thread: threading.Thread | None = None
 
     async def wait(self, task_id: str, timeout: float | None) -> bytes | None:
-        """The task's final record, None after ``timeout`` seconds (None: no limit)."""
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        """The task's final record, None after ``timeout`` seconds (None: no limit).
+        A timer, not ``asyncio.wait_for`` (a task and two futures more per wait): a
+        thousand waits start in one turn of the loop, so each costs the loop little."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes | None] = loop.create_future()
         self._add(task_id, future)
+        expiry = None if timeout is None else loop.call_later(timeout, _expire, future)
         try:
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:  # asyncio's, the builtin since 3.11
-            return None
+            return await future
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._discard(task_id, future)
 
-    def _add(self, task_id: str, future: asyncio.Future[bytes]) -> None:
+    def _add(self, task_id: str, future: asyncio.Future[bytes | None]) -> None:
         with self._lock:
             self._pending.setdefault(task_id, []).append(future)
             if self._thread is None:
@@ -78,7 +82,7 @@ class ResultWaiter:
             else:
                 self._work.notify()
 
-    def _discard(self, task_id: str, future: asyncio.Future[bytes]) -> None:
+    def _discard(self, task_id: str, future: asyncio.Future[bytes | None]) -> None:
         with self._lock:
             futures = self._pending.get(task_id)
             if futures is None:
@@ -132,14 +136,25 @@ class ResultWaiter:
                 loop.call_soon_threadsafe(_settle, deliveries)
 
 
+def _expire(future: asyncio.Future[bytes | None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _settle(deliveries: list[_Delivery]) -> None:
-    for future, outcome in deliveries:
+    """Settle a batch of futures, and the rest on the next turn of the loop: each
+    settled future wakes its coroutine on the turn after, so a thousand results in
+    at once wake a batch per turn, and the loop's other work runs in between."""
+    batch, rest = deliveries[:SETTLE_BATCH], deliveries[SETTLE_BATCH:]
+    for future, outcome in batch:
         if future.done():  # timed out or cancelled meanwhile
             continue
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+    if rest:
+        rest[0][0].get_loop().call_soon(_settle, rest)
 
 
 _waiters: weakref.WeakKeyDictionary[ResultBackend, ResultWaiter] = weakref.WeakKeyDictionary()
