@@ -60,6 +60,15 @@ def test_pages_show_a_known_workload_and_new_tasks_live(
     expect(_stat(page, "Failed")).to_have_text("3")
     expect(_stat(page, "Workers")).to_have_text("1")
     expect(page.locator("svg.chart rect.ok").first).to_be_visible()
+    # Long worker names (a queue's consumers, the workers) are cut to fit their cards.
+    page.evaluate(
+        "() => document.querySelectorAll('td.cut a').forEach(a => {"
+        " a.textContent = 'a-rather-long-worker-hostname-' + a.textContent + '.internal' })"
+    )
+    assert page.locator("td.cut a").count() >= 2
+    assert page.evaluate(
+        "() => [...document.querySelectorAll('.card')].map(c => c.scrollWidth - c.clientWidth)"
+    ) == [0] * page.locator(".card").count()
 
     page.goto(board.url + "/tasks?state=FAILURE")
     rows = page.locator("#task-table tbody tr[data-task]")
