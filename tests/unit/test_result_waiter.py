@@ -4,6 +4,7 @@ every pending ``await result`` (stores/result_waiter.py), here on a real SQLite 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -87,3 +88,27 @@ def test_a_store_that_fails_fails_the_waits(backend: SQLiteBackend) -> None:
 
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         asyncio.run(main())
+
+
+def test_a_forked_child_waits_with_a_thread_of_its_own(backend: SQLiteBackend) -> None:
+    """The parent's waiter thread is running when it forks; the child's wait must not
+    be filed with that waiter (its thread did not cross the fork)."""
+
+    async def wait_for_the_parent() -> bytes | None:
+        waiting = asyncio.ensure_future(wait_async(backend, "t2", 5))
+        await asyncio.sleep(0.05)  # the waiter's thread is up
+        pid = os.fork()
+        if pid == 0:  # the child: a result stored before it waits
+            code = 1
+            try:
+                backend.store("t3", payload("SUCCESS", 3), True)
+                found = asyncio.run(wait_async(backend, "t3", 2))
+                code = 0 if found == payload("SUCCESS", 3) else 2
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        await asyncio.to_thread(backend.store, "t2", payload("SUCCESS", 2), True)
+        return await waiting
+
+    assert asyncio.run(wait_for_the_parent()) == payload("SUCCESS", 2)

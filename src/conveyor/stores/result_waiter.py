@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import weakref
@@ -159,6 +160,17 @@ def _settle(deliveries: list[_Delivery]) -> None:
 
 _waiters: weakref.WeakKeyDictionary[ResultBackend, ResultWaiter] = weakref.WeakKeyDictionary()
 _waiters_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: its waits need a waiter (and
+    locks) of its own, not one whose thread stayed in the parent."""
+    global _waiters_lock
+    _waiters_lock = threading.Lock()
+    _waiters.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def waiter_for(backend: ResultBackend) -> ResultWaiter:
