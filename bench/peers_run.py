@@ -1,0 +1,249 @@
+"""conveyor side by side with every peer (Celery, Dramatiq, Huey, RQ, arq, taskiq) in
+one run, on one private redis-server this script starts on a free port.
+
+    .venv/bin/python bench/peers_run.py --repeat 3 [--peers conveyor,huey] [--measure drain]
+
+Every peer runs the same task body (one INCR on the private Redis; results stored)
+with two worker processes (see each ``bench/peers/<name>.py`` for what that means
+there). Runs are interleaved: repeat 1 of every peer, then repeat 2, ... so machine
+load drifts over all of them alike. Prints a markdown table of medians on stdout;
+per-run numbers on stderr and, with --json, in a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from counter import COUNTER_KEY
+from procs import RedisServer, Worker
+
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    r: redis.Redis
+    env: dict[str, str]
+
+    def worker(self, peer: Any) -> Worker:
+        return Worker(peer.worker(self.args.processes), self.env, BENCH)
+
+    def client(self, name: str, op: str, *params: float) -> dict[str, Any]:
+        cmd = [sys.executable, str(BENCH / "peer_client.py"), name, op, *map(str, params)]
+        out = subprocess.run(
+            cmd, env=self.env, cwd=BENCH, capture_output=True, text=True, timeout=900
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"client {op} failed:\n{out.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+
+def m_enqueue(ctx: Ctx, peer: Any) -> dict[str, float]:
+    ctx.r.flushall()
+    n = ctx.args.calls
+    return {"enqueue": n / ctx.client(peer.name, "enqueue", n)["seconds"]}
+
+
+def m_bulk(ctx: Ctx, peer: Any) -> dict[str, float]:
+    ctx.r.flushall()
+    n = ctx.args.tasks
+    return {"bulk": n / ctx.client(peer.name, "bulk", n)["seconds"]}
+
+
+def m_drain(ctx: Ctx, peer: Any) -> dict[str, float]:
+    ctx.r.flushall()
+    n = ctx.args.tasks
+    ctx.client(peer.name, "fill", n)
+    w = ctx.worker(peer)
+    first: float | None = None
+    deadline = time.monotonic() + max(300.0, n / 20)
+    try:
+        while True:
+            count = int(ctx.r.get(COUNTER_KEY) or 0)
+            now = time.perf_counter()
+            if count >= 1 and first is None:
+                first = now
+            if count >= n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"drain stuck at {count}/{n}:\n{w.output()}")
+            w.check_alive()
+            time.sleep(0.002)
+    finally:
+        w.stop()
+    assert first is not None
+    if count != n:
+        raise RuntimeError(f"counter overshot: {count} != {n}")
+    return {"drain": n / (now - first), "first_task": first - w.t0}
+
+
+def m_roundtrip(ctx: Ctx, peer: Any) -> dict[str, float]:
+    ctx.r.flushall()
+    w = ctx.worker(peer)
+    a = ctx.args
+    try:
+        lat = ctx.client(peer.name, "roundtrip", a.roundtrips, a.warmup, a.rt_budget)["lat_ms"]
+    finally:
+        w.stop()
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return {"rt_p50": q[49], "rt_p99": q[98], "rt_n": float(len(lat))}
+
+
+MEASURES: dict[str, Callable[[Ctx, Any], dict[str, float]]] = {
+    "drain": m_drain,
+    "enqueue": m_enqueue,
+    "bulk": m_bulk,
+    "roundtrip": m_roundtrip,
+}
+
+# key, label, format, higher is better
+ROWS: list[tuple[str, str, str, bool]] = [
+    ("drain", "drain, first to last task (tasks/s)", "{:,.0f}", True),
+    ("enqueue", "`.delay()` one by one (calls/s)", "{:,.0f}", True),
+    ("bulk", "bulk send (tasks/s)", "{:,.0f}", True),
+    ("rt_p50", "round trip p50 (ms)", "{:.2f}", False),
+    ("rt_p99", "round trip p99 (ms)", "{:.2f}", False),
+    ("rt_n", "round trips timed", "{:.0f}", True),
+    ("first_task", "start to first task done (s)", "{:.2f}", False),
+]
+
+
+def table(names: list[str], medians: dict[str, dict[str, float]]) -> str:
+    head = "| metric | " + " | ".join(names) + " | conveyor vs best peer |"
+    lines = [head, "|---|" + "---:|" * (len(names) + 1)]
+    for key, label, fmt, higher in ROWS:
+        cells, others = [], []
+        for name in names:
+            v = medians.get(name, {}).get(key)
+            cells.append("error" if v is None else fmt.format(v))
+            if v is not None and name != "conveyor":
+                others.append(v)
+        mine = medians.get("conveyor", {}).get(key)
+        ratio = "-"
+        if mine and others and key != "rt_n":
+            best = max(others) if higher else min(others)
+            ratio = f"{mine / best:.2f}x" if higher else f"{best / mine:.2f}x faster"
+            if not higher and mine > best:
+                ratio = f"{mine / best:.2f}x slower"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from peers import NAMES
+
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--peers", default=",".join(NAMES), help="comma-separated (default: all)")
+    p.add_argument(
+        "--measure",
+        action="append",
+        choices=list(MEASURES),
+        help="run only these measures (repeatable; default: all)",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="runs per metric (default: 3)")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=5_000,
+        help="tasks for the drain and the bulk send (default: %(default)s)",
+    )
+    p.add_argument(
+        "--calls",
+        type=int,
+        default=3_000,
+        help="calls for the one-by-one .delay() rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--roundtrips",
+        type=int,
+        default=500,
+        help="timed sequential round trips at most (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rt-budget",
+        type=float,
+        default=20.0,
+        help="seconds of timed round trips at most, for polling peers (default: %(default)s)",
+    )
+    p.add_argument("--warmup", type=int, default=20, help="untimed round trips first")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--redis-server", default="/usr/bin/redis-server")
+    p.add_argument("--json", type=Path, help="also write every run's numbers here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    names = args.peers.split(",")
+    started = time.monotonic()
+    raw: dict[str, dict[str, list[dict[str, float]]]] = {n: {} for n in names}
+    with RedisServer(args.redis_server) as server:
+        os.environ["BENCH_REDIS_URL"] = server.url  # the peer modules read it on import
+        import peers
+
+        loaded = {n: peers.load(n) for n in names}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
+        }
+        ctx = Ctx(args, redis.Redis.from_url(server.url), env)
+        print(
+            f"redis-server pid {server.proc and server.proc.pid} on {server.url}; "
+            f"loadavg {Path('/proc/loadavg').read_text().strip()}",
+            file=sys.stderr,
+        )
+        for title in args.measure or list(MEASURES):
+            for i in range(args.repeat):
+                for name in names:
+                    peer = loaded[name].PEER
+                    try:
+                        run = MEASURES[title](ctx, peer)
+                    except Exception as exc:  # keep going: report the others
+                        print(f"[{name}] {title} #{i + 1} failed: {exc}", file=sys.stderr)
+                        continue
+                    raw[name].setdefault(title, []).append(run)
+                    shown = ", ".join(f"{k}={v:,.3f}" for k, v in run.items())
+                    print(f"[{name}] {title} #{i + 1}: {shown}", file=sys.stderr)
+        ctx.r.close()
+    medians: dict[str, dict[str, float]] = {}
+    for name in names:
+        medians[name] = {}
+        for runs in raw[name].values():
+            for k in runs[0]:
+                medians[name][k] = statistics.median(r[k] for r in runs)
+    versions = {n: importlib.metadata.version(loaded[n].PEER.version_of) for n in names}
+    print(
+        f"total time {time.monotonic() - started:.0f} s; loadavg "
+        f"{Path('/proc/loadavg').read_text().strip()}",
+        file=sys.stderr,
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"argv": sys.argv, "versions": versions, "runs": raw, "medians": medians}, indent=2
+            )
+        )
+    print("versions: " + ", ".join(f"{n} {v}" for n, v in versions.items()))
+    print(table(names, medians))
+
+
+if __name__ == "__main__":
+    main()
