@@ -1,14 +1,18 @@
 """Benchmark the embedded SQLite broker, with Huey's SqliteHuey as the peer.
 
-    .venv/bin/python bench/sqlite_bench.py [--repeat 3] [--only conveyor|huey]
+    .venv/bin/python bench/sqlite_bench.py [--repeat 3] [--only conveyor|huey] [--writers 8]
 
 Same method as bench/run.py, on a fresh SQLite file per run in a temp dir instead of a
 Redis: drain of N no-op tasks queued beforehand (worker: ``conveyor -A sqlite_bench
 worker -P prefork -c 2``; ``huey_consumer sqlite_bench.huey -w 2 -k process``), the
 single-call ``.delay()`` rate with no worker running, and sequential round trips
-``.delay(i).get()`` against an idle worker. Each task appends one byte to a counter
-file (one O_APPEND write, the stand-in for bench/run.py's INCR) and returns its argument,
-so every framework stores a result; the drain is timed by polling the file's size.
+``.delay(i).get()`` against an idle worker; then the same with --writers processes
+writing at once: that many client processes calling ``.delay()`` together (the
+aggregate rate, from the first start to the last finish), and a drain by a worker
+with that many processes. Runs alternate between the frameworks. Each task appends one
+byte to a counter file (one O_APPEND write, the stand-in for bench/run.py's INCR) and
+returns its argument, so every framework stores a result; the drain is timed by polling
+the file's size.
 
 This file is also the task module both workers import (``bench/`` on PYTHONPATH); the
 database path comes from SQLITE_BENCH_DB. Huey is measured as shipped: its consumer
@@ -68,6 +72,18 @@ if DB and __name__ != "__main__":  # as "sqlite_bench", so task names match the 
 
 
 # --- client side: one fresh process per measurement ------------------------------------
+def writer(call: Any, n: int) -> dict[str, Any]:
+    """One of several writers: says "ready", waits for "go" on stdin, so all start
+    together; wall-clock times, so the harness can compare them across processes."""
+    call(-1)  # warm-up: opens the file
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.time()
+    for i in range(n):
+        call(i)
+    return {"start": t0, "end": time.time()}
+
+
 def client(framework: str, op: str, n: int, warmup: int) -> dict[str, Any]:
     if framework == "conveyor":
         call = noop.delay
@@ -80,6 +96,8 @@ def client(framework: str, op: str, n: int, warmup: int) -> dict[str, Any]:
         def get(r: Any) -> Any:
             return r.get(blocking=True, timeout=10)
 
+    if op == "writer":
+        return writer(call, n)
     if op == "enqueue":
         call(-1)  # warm-up: opens the file, creates the tables
         t0 = time.perf_counter()
@@ -128,15 +146,39 @@ class Run:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
 
-    def worker(self) -> Any:
+    def writers(self, k: int, n: int) -> float:
+        """k client processes, n ``.delay()`` each, started together: calls/s overall."""
+        cmd = [sys.executable, str(BENCH / "sqlite_bench.py"), "client", self.framework,
+               "writer", str(n), "0"]
+        procs = [subprocess.Popen(cmd, env=self.env, cwd=BENCH, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+        for proc in procs:  # every writer imported and connected before any starts
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"writer failed to start:\n{proc.communicate()[1][-3000:]}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        spans = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"writer failed:\n{err[-3000:]}")
+            spans.append(json.loads(out.strip().splitlines()[-1]))
+        return k * n / (max(s["end"] for s in spans) - min(s["start"] for s in spans))
+
+    def worker(self, processes: int = 2) -> Any:
         from procs import Worker
 
+        c = str(processes)
         if self.framework == "conveyor":
             exe = str(Path(sys.executable).parent / "conveyor")
-            cmd = [exe, "-A", "sqlite_bench", "worker", "-P", "prefork", "-c", "2", "-l", "warning"]
+            cmd = [exe, "-A", "sqlite_bench", "worker", "-P", "prefork", "-c", c, "-l", "warning"]
         else:
             exe = str(Path(sys.executable).parent / "huey_consumer")
-            cmd = [exe, "sqlite_bench.huey", "-w", "2", "-k", "process", "-q"]
+            cmd = [exe, "sqlite_bench.huey", "-w", c, "-k", "process", "-q"]
         return Worker(cmd, self.env, BENCH)
 
     def done(self) -> int:
@@ -157,12 +199,25 @@ def m_enqueue(fw: str, args: argparse.Namespace) -> dict[str, float]:
         run.close()
 
 
-def m_drain(fw: str, args: argparse.Namespace) -> dict[str, float]:
+def m_writers(fw: str, args: argparse.Namespace) -> dict[str, float]:
+    run = Run(fw)
+    try:
+        run.client("enqueue", 1)  # creates the tables before the writers race
+        return {"enqueue_w": run.writers(args.writers, args.calls // args.writers)}
+    finally:
+        run.close()
+
+
+def m_drain_w(fw: str, args: argparse.Namespace) -> dict[str, float]:
+    return {f"{k}_w": v for k, v in m_drain(fw, args, args.writers).items()}
+
+
+def m_drain(fw: str, args: argparse.Namespace, processes: int = 2) -> dict[str, float]:
     run = Run(fw)
     n = args.tasks
     try:
         run.client("fill", n)
-        w = run.worker()
+        w = run.worker(processes)
         first: float | None = None
         deadline = time.monotonic() + max(120.0, n / 50)
         try:
@@ -207,6 +262,8 @@ ROWS = [
     ("enqueue", "single-call enqueue `.delay()` (calls/s)", "{:,.0f}"),
     ("rt_p50", "round trip p50 (ms)", "{:.2f}"),
     ("rt_p99", "round trip p99 (ms)", "{:.2f}"),
+    ("enqueue_w", "`.delay()` from {w} processes at once (calls/s, all together)", "{:,.0f}"),
+    ("drain_w", "drain with {w} worker processes (tasks/s)", "{:,.0f}"),
 ]
 
 
@@ -222,26 +279,31 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--poll-ms", type=float, default=2.0)
+    p.add_argument("--writers", type=int, default=8,
+                   help="processes writing at once in the last two rows (default: 8)")
     args = p.parse_args()
     frameworks = [args.only] if args.only else ["conveyor", "huey"]
     medians: dict[str, dict[str, float]] = {fw: {} for fw in frameworks}
-    for measure in (m_enqueue, m_drain, m_roundtrip):
-        for fw in frameworks:
-            fw_args = argparse.Namespace(**vars(args))
-            if fw == "huey":
-                fw_args.roundtrips, fw_args.warmup = args.huey_roundtrips, 5
-            runs = []
-            for i in range(args.repeat):
-                runs.append(measure(fw, fw_args))
-                shown = ", ".join(f"{k}={v:,.3f}" for k, v in runs[-1].items())
+    print(f"load {Path('/proc/loadavg').read_text().strip()}", file=sys.stderr)
+    for measure in (m_enqueue, m_drain, m_roundtrip, m_writers, m_drain_w):
+        runs: dict[str, list[dict[str, float]]] = {fw: [] for fw in frameworks}
+        for i in range(args.repeat):
+            for fw in frameworks:  # alternate, so load drifts over both alike
+                fw_args = argparse.Namespace(**vars(args))
+                if fw == "huey":
+                    fw_args.roundtrips, fw_args.warmup = args.huey_roundtrips, 5
+                runs[fw].append(measure(fw, fw_args))
+                shown = ", ".join(f"{k}={v:,.3f}" for k, v in runs[fw][-1].items())
                 print(f"[{fw}] {measure.__name__} #{i + 1}: {shown}", file=sys.stderr)
-            for key in runs[0]:
-                medians[fw][key] = statistics.median(r[key] for r in runs)
+        for fw in frameworks:
+            for key in runs[fw][0]:
+                medians[fw][key] = statistics.median(r[key] for r in runs[fw])
+    print(f"load {Path('/proc/loadavg').read_text().strip()}", file=sys.stderr)
     print("| metric | " + " | ".join(frameworks) + " |")
     print("|---|" + "---:|" * len(frameworks))
     for key, label, fmt in ROWS:
         cells = [fmt.format(medians[fw][key]) if key in medians[fw] else "-" for fw in frameworks]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        print(f"| {label.format(w=args.writers)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
