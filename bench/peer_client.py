@@ -1,13 +1,17 @@
 """Client-side measurements for one peer, one fresh process per measurement.
 
 Usage: peer_client.py PEER {enqueue|bulk|fill|roundtrip} N [WARMUP BUDGET_S]
-Prints one JSON object on stdout. Async peers (arq, taskiq) are timed inside one
-event loop, so no loop start-up is counted per call.
+       peer_client.py PEER info PROCESSES   (its worker command, version, concurrency)
+Prints one JSON object on stdout. It runs in the peer's own interpreter (peers_run.py
+--python), so a peer whose pins clash with conveyor's (arq) can live in a venv apart.
+Async peers (arq, taskiq) are timed inside one event loop, so no loop start-up is
+counted per call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
 import json
 import sys
@@ -69,6 +73,15 @@ def main(argv: list[str]) -> None:
     name, op, n = argv[0], argv[1], int(argv[2])
     warmup = int(argv[3]) if len(argv) > 3 else 0
     budget = float(argv[4]) if len(argv) > 4 else 1e9
+    if op == "info":
+        peer = peers.load(name).PEER
+        info = {
+            "worker": peer.worker(n),
+            "concurrency": peer.concurrency,
+            "version": importlib.metadata.version(peer.version_of),
+        }
+        print(json.dumps(info), flush=True)
+        return
     if op not in ("enqueue", "bulk", "fill", "roundtrip"):
         raise SystemExit(f"unknown op {op!r}")
     c = peers.load(name).client()

@@ -2,18 +2,21 @@
 one run, on one private redis-server this script starts on a free port.
 
     .venv/bin/python bench/peers_run.py --repeat 3 [--peers conveyor,huey] [--measure drain]
+        [--python arq=.venv-arq/bin/python]
 
 Every peer runs the same task body (one INCR on the private Redis; results stored)
 with two worker processes (see each ``bench/peers/<name>.py`` for what that means
-there). Runs are interleaved: repeat 1 of every peer, then repeat 2, ... so machine
-load drifts over all of them alike. Prints a markdown table of medians on stdout;
-per-run numbers on stderr and, with --json, in a file.
+there). Each peer's client and worker run under its own interpreter (--python, by
+default this one): arq pins redis-py below 6, so it needs a venv of its own. A peer
+that cannot be imported there is skipped and said so. Runs are interleaved: repeat 1
+of every peer, then repeat 2, ... so machine load drifts over all of them alike.
+Prints a markdown table of medians on stdout; per-run numbers on stderr and, with
+--json, in a file.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import statistics
@@ -33,42 +36,58 @@ from procs import RedisServer, Worker
 BENCH = Path(__file__).resolve().parent
 
 
+@dataclass(frozen=True)
+class PeerRun:
+    """A peer as the harness sees it: its interpreter and, asked from that interpreter,
+    its worker command and version."""
+
+    name: str
+    python: str
+    worker: list[str]
+    version: str
+    concurrency: str
+
+
 @dataclass
 class Ctx:
     args: argparse.Namespace
     r: redis.Redis
     env: dict[str, str]
 
-    def worker(self, peer: Any) -> Worker:
-        return Worker(peer.worker(self.args.processes), self.env, BENCH)
+    def worker(self, peer: PeerRun) -> Worker:
+        return Worker(peer.worker, self.env, BENCH)
 
-    def client(self, name: str, op: str, *params: float) -> dict[str, Any]:
-        cmd = [sys.executable, str(BENCH / "peer_client.py"), name, op, *map(str, params)]
+    def client(self, peer: PeerRun, op: str, *params: float) -> dict[str, Any]:
+        return self.run(
+            [peer.python, str(BENCH / "peer_client.py"), peer.name, op, *map(str, params)]
+        )
+
+    def run(self, cmd: list[str]) -> dict[str, Any]:
         out = subprocess.run(
             cmd, env=self.env, cwd=BENCH, capture_output=True, text=True, timeout=900
         )
         if out.returncode != 0:
-            raise RuntimeError(f"client {op} failed:\n{out.stderr[-3000:]}")
+            raise RuntimeError(f"{' '.join(cmd[2:4])} failed:\n{out.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
 
 
-def m_enqueue(ctx: Ctx, peer: Any) -> dict[str, float]:
+def m_enqueue(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     ctx.r.flushall()
     n = ctx.args.calls
-    return {"enqueue": n / ctx.client(peer.name, "enqueue", n)["seconds"]}
+    return {"enqueue": n / ctx.client(peer, "enqueue", n)["seconds"]}
 
 
-def m_bulk(ctx: Ctx, peer: Any) -> dict[str, float]:
+def m_bulk(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     ctx.r.flushall()
     n = ctx.args.tasks
-    return {"bulk": n / ctx.client(peer.name, "bulk", n)["seconds"]}
+    return {"bulk": n / ctx.client(peer, "bulk", n)["seconds"]}
 
 
-def m_drain(ctx: Ctx, peer: Any) -> dict[str, float]:
+def m_drain(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     ctx.r.flushall()
     n = ctx.args.tasks
-    ctx.client(peer.name, "fill", n)
+    ctx.client(peer, "fill", n)
     w = ctx.worker(peer)
     first: float | None = None
     deadline = time.monotonic() + max(300.0, n / 20)
@@ -92,19 +111,19 @@ def m_drain(ctx: Ctx, peer: Any) -> dict[str, float]:
     return {"drain": n / (now - first), "first_task": first - w.t0}
 
 
-def m_roundtrip(ctx: Ctx, peer: Any) -> dict[str, float]:
+def m_roundtrip(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     ctx.r.flushall()
     w = ctx.worker(peer)
     a = ctx.args
     try:
-        lat = ctx.client(peer.name, "roundtrip", a.roundtrips, a.warmup, a.rt_budget)["lat_ms"]
+        lat = ctx.client(peer, "roundtrip", a.roundtrips, a.warmup, a.rt_budget)["lat_ms"]
     finally:
         w.stop()
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {"rt_p50": q[49], "rt_p99": q[98], "rt_n": float(len(lat))}
 
 
-MEASURES: dict[str, Callable[[Ctx, Any], dict[str, float]]] = {
+MEASURES: dict[str, Callable[[Ctx, PeerRun], dict[str, float]]] = {
     "drain": m_drain,
     "enqueue": m_enqueue,
     "bulk": m_bulk,
@@ -183,24 +202,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of timed round trips at most, for polling peers (default: %(default)s)",
     )
     p.add_argument("--warmup", type=int, default=20, help="untimed round trips first")
+    p.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="PEER=PATH",
+        help="the interpreter for one peer's client and worker (repeatable)",
+    )
     p.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
     p.add_argument("--json", type=Path, help="also write every run's numbers here")
     return p.parse_args(argv)
 
 
+def discover(ctx: Ctx, names: list[str]) -> tuple[list[PeerRun], dict[str, str]]:
+    """Ask each peer's interpreter for its worker command; a peer that cannot be
+    imported there is left out, with the reason."""
+    pythons = dict(item.split("=", 1) for item in ctx.args.python)
+    found, missing = [], {}
+    for name in names:
+        python = os.path.abspath(pythons.get(name, sys.executable))  # the venv, not its target
+        try:
+            info = ctx.run(
+                [python, str(BENCH / "peer_client.py"), name, "info", str(ctx.args.processes)]
+            )
+        except Exception as exc:
+            missing[name] = str(exc).strip().splitlines()[-1]
+            print(f"[{name}] skipped: {missing[name]}", file=sys.stderr)
+            continue
+        found.append(PeerRun(name, python, info["worker"], info["version"], info["concurrency"]))
+    return found, missing
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    names = args.peers.split(",")
     started = time.monotonic()
-    raw: dict[str, dict[str, list[dict[str, float]]]] = {n: {} for n in names}
     with RedisServer(args.redis_server) as server:
-        os.environ["BENCH_REDIS_URL"] = server.url  # the peer modules read it on import
-        import peers
-
-        loaded = {n: peers.load(n) for n in names}
         env = {
             **os.environ,
+            "BENCH_REDIS_URL": server.url,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
         }
@@ -210,39 +250,49 @@ def main(argv: list[str] | None = None) -> None:
             f"loadavg {Path('/proc/loadavg').read_text().strip()}",
             file=sys.stderr,
         )
+        peers, missing = discover(ctx, args.peers.split(","))
+        raw: dict[str, dict[str, list[dict[str, float]]]] = {p.name: {} for p in peers}
         for title in args.measure or list(MEASURES):
             for i in range(args.repeat):
-                for name in names:
-                    peer = loaded[name].PEER
+                for peer in peers:
                     try:
                         run = MEASURES[title](ctx, peer)
                     except Exception as exc:  # keep going: report the others
-                        print(f"[{name}] {title} #{i + 1} failed: {exc}", file=sys.stderr)
+                        print(f"[{peer.name}] {title} #{i + 1} failed: {exc}", file=sys.stderr)
                         continue
-                    raw[name].setdefault(title, []).append(run)
+                    raw[peer.name].setdefault(title, []).append(run)
                     shown = ", ".join(f"{k}={v:,.3f}" for k, v in run.items())
-                    print(f"[{name}] {title} #{i + 1}: {shown}", file=sys.stderr)
+                    print(f"[{peer.name}] {title} #{i + 1}: {shown}", file=sys.stderr)
         ctx.r.close()
     medians: dict[str, dict[str, float]] = {}
-    for name in names:
+    for name, by_measure in raw.items():
         medians[name] = {}
-        for runs in raw[name].values():
+        for runs in by_measure.values():
             for k in runs[0]:
                 medians[name][k] = statistics.median(r[k] for r in runs)
-    versions = {n: importlib.metadata.version(loaded[n].PEER.version_of) for n in names}
     print(
         f"total time {time.monotonic() - started:.0f} s; loadavg "
         f"{Path('/proc/loadavg').read_text().strip()}",
         file=sys.stderr,
     )
+    about = {p.name: {"version": p.version, "worker": p.concurrency} for p in peers}
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"argv": sys.argv, "versions": versions, "runs": raw, "medians": medians}, indent=2
+                {
+                    "argv": sys.argv,
+                    "peers": about,
+                    "missing": missing,
+                    "runs": raw,
+                    "medians": medians,
+                },
+                indent=2,
             )
         )
-    print("versions: " + ", ".join(f"{n} {v}" for n, v in versions.items()))
-    print(table(names, medians))
+    print("versions: " + ", ".join(f"{p.name} {p.version}" for p in peers))
+    for name, why in missing.items():
+        print(f"not run: {name} ({why})")
+    print(table([p.name for p in peers], medians))
 
 
 if __name__ == "__main__":
