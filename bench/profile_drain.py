@@ -70,7 +70,7 @@ def report(raw: Path, top: int) -> str:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or not count_text.isdigit():  # not a "frames count" line
             continue
         n = int(count_text)
         frames = stack.split(";")
