@@ -99,6 +99,22 @@ def test_a_hard_time_limit_is_failed_once_not_redelivered(
     assert result.state == "FAILURE"
 
 
+def test_the_hard_limit_kills_the_child_of_the_overdue_task_not_a_namesake(
+    seed: dict[str, str], spawn_worker: Callable[..., object]
+) -> None:
+    """Each child has its own AMQP connection, so both children's first deliveries carry
+    the same delivery tag: the supervisor must kill the child running the overdue task,
+    not the first child holding that tag."""
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-c", "2", env=seed)
+    innocent: AsyncResult = amqp_seed.record.delay("innocent", 4.0)
+    wait_for(lambda: runs(seed["AMQP_SIDE_URL"], "innocent"), 20, what="the first task")
+    guilty: AsyncResult = amqp_seed.overrun.delay("guilty")
+    with pytest.raises(TimeLimitExceeded):
+        guilty.get(timeout=20)
+    assert innocent.get(timeout=20) == innocent.id
+    assert list(runs(seed["AMQP_SIDE_URL"], "innocent").values()) == [b"1"]
+
+
 def test_a_header_task_killed_at_its_time_limit_fails_the_chord_on_rabbitmq(
     seed: dict[str, str], spawn_worker: Callable[..., object]
 ) -> None:

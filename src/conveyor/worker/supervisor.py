@@ -370,7 +370,14 @@ class Supervisor(Pool):
             return
         for child in self.children.values():
             slot = self.slots.read(child.index - 1)
-            if child.verdict is None and slot is not None and slot.tag == attempt.tag:
+            # tag and task id together: a delivery tag is unique only within one connection
+            # (AMQP), so two children can hold the same one and the wrong child would die
+            if (
+                child.verdict is None
+                and slot is not None
+                and slot.tag == attempt.tag
+                and slot.task_id == attempt.task_id
+            ):
                 self._kill(child, slot, exc_type)
                 return
 
