@@ -25,9 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..coordination import CoordinatingStore, Coordinator
-from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import Scheduled, ScheduledProbe, WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -41,6 +39,7 @@ from ..transport import (
 from .connection import load_script, replicated_call, ssl_options
 from .connection import text as _text
 from .keys import ClusterKeys, RedisKeys, coordination_prefix
+from .probe import RedisLooks
 from .slots import ClusterRouter, SlotLink, cluster_client
 from .topology import RedisOptions
 
@@ -86,8 +85,7 @@ def by_queue(tags: Iterable[str]) -> dict[str, list[str]]:
 
 
 class RedisClusterTransport(
-    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, EventLogStore, WaitingProbe,
-    ScheduledProbe,
+    Transport, LeasedDeliveries, CoordinatingStore, MailboxStore, RedisLooks,
 ):
     def __init__(
         self,
@@ -304,21 +302,6 @@ class RedisClusterTransport(
         from .cluster_mailbox import RedisClusterMailbox
 
         return RedisClusterMailbox(self)
-
-    def event_log(self) -> EventLog:
-        from .eventlog import RedisEventLog
-
-        return RedisEventLog(self)  # type: ignore[arg-type]  # same commands
-
-    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
-        from .probe import oldest_in_lists
-
-        return oldest_in_lists(self.client, self.keys, queues)
-
-    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
-        from .probe import scheduled_in_zsets
-
-        return scheduled_in_zsets(self.client, self.keys, queues, limit)
 
 
 class RedisClusterConsumer(TransportConsumer):

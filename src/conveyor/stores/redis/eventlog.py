@@ -14,14 +14,11 @@ of a µs an event on each side.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..eventlog import EventLog
 from .connection import load_script, text
-
-if TYPE_CHECKING:
-    from .coordination import RedisCoordinator
-    from .transport import RedisTransport
+from .keys import RedisKeys
 
 __all__ = ["EVENTS_PER_ENTRY", "RedisEventLog"]
 
@@ -33,8 +30,19 @@ EVENTS_PER_ENTRY = 256
 _ENTRIES_PER_READ = 16
 
 
+class RedisStore(Protocol):
+    """What the event log needs of a store: a transport or coordinator on one Redis or a
+    cluster (redis-py's client sends the stream key's commands to its node)."""
+
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def keys(self) -> RedisKeys: ...
+
+
 class RedisEventLog(EventLog):
-    def __init__(self, transport: RedisTransport | RedisCoordinator) -> None:
+    def __init__(self, transport: RedisStore) -> None:
         self.client = transport.client
         self.key = transport.keys.events
         # redis-py's script object: EVALSHA, and EVAL again after a SCRIPT FLUSH; on a

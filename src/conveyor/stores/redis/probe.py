@@ -10,11 +10,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..probe import Scheduled, waiting_since
+from ..eventlog import EventLog, EventLogStore
+from ..probe import Scheduled, ScheduledProbe, WaitingProbe, waiting_since
 from ..transport import PRIORITY_LEVELS
+from .eventlog import RedisEventLog, RedisStore
 from .keys import RedisKeys
 
-__all__ = ["oldest_in_lists", "scheduled_in_zsets"]
+__all__ = ["RedisLooks", "oldest_in_lists", "scheduled_in_zsets"]
+
+
+class RedisLooks(EventLogStore, WaitingProbe, ScheduledProbe):
+    """The read-only capabilities of a Redis transport, the same commands on one Redis
+    and on a cluster: its event stream, its queues' oldest message, its ETA messages."""
+
+    # The store's own ``client`` and ``keys`` (typed by each store), read through the
+    # RedisStore protocol.
+    def event_log(self: RedisStore) -> EventLog:
+        return RedisEventLog(self)
+
+    def oldest_waiting(self: RedisStore, queues: Sequence[str]) -> dict[str, float]:
+        return oldest_in_lists(self.client, self.keys, queues)
+
+    def scheduled(self: RedisStore, queues: Sequence[str], limit: int) -> list[Scheduled]:
+        return scheduled_in_zsets(self.client, self.keys, queues, limit)
 
 
 def oldest_in_lists(client: Any, keys: RedisKeys, queues: Sequence[str]) -> dict[str, float]:

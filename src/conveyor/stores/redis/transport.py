@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..aio import AsyncPublishing
 from ..coordination import CoordinatingStore, Coordinator
-from ..eventlog import EventLog, EventLogStore
 from ..mailbox import Mailbox, MailboxStore
-from ..probe import Scheduled, ScheduledProbe, WaitingProbe
 from ..transport import (
     PRIORITY_LEVELS,
     Delivery,
@@ -50,6 +48,7 @@ from .connection import (
 from .connection import text as _text
 from .coordination import RedisCoordinator
 from .keys import RedisKeys
+from .probe import RedisLooks
 from .results import STORE, store_command
 from .topology import RedisOptions
 
@@ -82,9 +81,7 @@ class RedisTransport(
     LeasedDeliveries,
     CoordinatingStore,
     MailboxStore,
-    EventLogStore,
-    WaitingProbe,
-    ScheduledProbe,
+    RedisLooks,  # the event stream, the oldest-message and ETA probes
     AsyncPublishing,
 ):
     def __init__(
@@ -305,21 +302,6 @@ class RedisTransport(
         from .mailbox import RedisMailbox
 
         return RedisMailbox(self)
-
-    def event_log(self) -> EventLog:
-        from .eventlog import RedisEventLog
-
-        return RedisEventLog(self)
-
-    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
-        from .probe import oldest_in_lists
-
-        return oldest_in_lists(self.client, self.keys, queues)
-
-    def scheduled(self, queues: Sequence[str], limit: int) -> list[Scheduled]:
-        from .probe import scheduled_in_zsets
-
-        return scheduled_in_zsets(self.client, self.keys, queues, limit)
 
 
 class RedisConsumer(TransportConsumer):
