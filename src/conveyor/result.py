@@ -441,15 +441,10 @@ class ResultSet(AsyncResult[list[Any]]):
         while pending:
             window, rest = pending[:_WINDOW], pending[_WINDOW:]
             found = await get_many_async(self.app.backend, [results[i].id for i in window])
-            unfinished = []
-            for i, raw in zip(window, found, strict=True):
-                meta = decode_meta(raw) if raw is not None else None
-                if meta is None or meta.status not in states.READY_STATES:
-                    unfinished.append(i)
-                    continue
-                if propagate and meta.status in states.PROPAGATE_STATES:
-                    raise exception_from_meta(meta)
-                metas[i] = meta
+            unfinished = _settle(
+                window, [decode_meta(raw) if raw is not None else None for raw in found],
+                metas, propagate,
+            )
             pending = unfinished + rest
             if unfinished:
                 left = None if deadline is None else deadline - loop.time()
@@ -474,15 +469,8 @@ class ResultSet(AsyncResult[list[Any]]):
         pending = [i for i, r in enumerate(results) if not isinstance(r, _LOCAL)]
         while pending:
             window, rest = pending[:_WINDOW], pending[_WINDOW:]
-            unfinished = []
             found = _read_metas(self.app, [results[i] for i in window])
-            for i, meta in zip(window, found, strict=True):
-                if meta is None or meta.status not in states.READY_STATES:
-                    unfinished.append(i)
-                    continue
-                if propagate and meta.status in states.PROPAGATE_STATES:
-                    raise exception_from_meta(meta)
-                metas[i] = meta
+            unfinished = _settle(window, found, metas, propagate)
             pending = unfinished + rest
             if unfinished:
                 left = _left(deadline)
@@ -607,6 +595,25 @@ def _from_tree(tree: Any, app: Conveyor) -> GroupResult:
 _SUCCESS = frozenset({states.SUCCESS})
 # Members whose state is not one record in the backend.
 _LOCAL = (EagerResult, ResultSet)
+
+
+def _settle(
+    window: Sequence[int],
+    found: Sequence[ResultMeta | None],
+    metas: list[ResultMeta | None],
+    propagate: bool,
+) -> list[int]:
+    """Put a window's finished results in ``metas`` (raising the first failure when
+    ``propagate``); return the indexes still unfinished. Shared by get and aget."""
+    unfinished = []
+    for i, meta in zip(window, found, strict=True):
+        if meta is None or meta.status not in states.READY_STATES:
+            unfinished.append(i)
+            continue
+        if propagate and meta.status in states.PROPAGATE_STATES:
+            raise exception_from_meta(meta)
+        metas[i] = meta
+    return unfinished
 
 
 def _left(deadline: float | None) -> float | None:
