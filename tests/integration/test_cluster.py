@@ -229,6 +229,28 @@ def test_results_and_chords_on_the_cluster(cluster_url: str) -> None:
         backend.close()
 
 
+def test_results_are_awaited_on_the_cluster(cluster_url: str) -> None:
+    """The async client on a cluster backend (no native async link: the shared waiter
+    thread serves it, as for every store without one)."""
+    import asyncio
+
+    from conveyor.stores.aio import get_async, get_many_async, wait_async
+
+    backend = backend_from_url(cluster_url, expires=60)
+
+    async def main() -> list[Any]:
+        backend.store("a1", b"final", final=True)
+        got = await get_async(backend, "a1")
+        many = await get_many_async(backend, ["a1", "nope"])
+        missing = await wait_async(backend, "nope", 0.2)
+        return [got, many, missing]
+
+    try:
+        assert asyncio.run(main()) == [b"final", [b"final", None], None]
+    finally:
+        backend.close()
+
+
 def _chord_spec(spec_class: Any, chord_id: str, members: list[str]) -> Any:
     from conveyor.stores.results import ChordBody
 

@@ -51,6 +51,12 @@ class AsyncPublishing(ABC):
 class AsyncResults(ABC):
     """A result backend that can be read and waited on without blocking an event loop."""
 
+    @property
+    def async_native(self) -> bool:
+        """False where this backend's connection has no async client (e.g. Redis over
+        TLS, Sentinel or a cluster): it is then served like a store without one."""
+        return True
+
     @abstractmethod
     async def aget(self, task_id: str) -> bytes | None: ...
 
@@ -80,19 +86,25 @@ async def publish_async(
     await asyncio.get_running_loop().run_in_executor(None, publish)
 
 
+def _native(backend: ResultBackend) -> AsyncResults | None:
+    if isinstance(backend, AsyncResults) and backend.async_native:
+        return backend
+    return None
+
+
 async def get_async(backend: ResultBackend, task_id: str) -> bytes | None:
-    if isinstance(backend, AsyncResults):
-        return await backend.aget(task_id)
+    if (native := _native(backend)) is not None:
+        return await native.aget(task_id)
     return await asyncio.get_running_loop().run_in_executor(None, backend.get, task_id)
 
 
 async def get_many_async(backend: ResultBackend, task_ids: Sequence[str]) -> list[bytes | None]:
-    if isinstance(backend, AsyncResults):
-        return await backend.aget_many(task_ids)
+    if (native := _native(backend)) is not None:
+        return await native.aget_many(task_ids)
     return await asyncio.get_running_loop().run_in_executor(None, backend.get_many, task_ids)
 
 
 async def wait_async(backend: ResultBackend, task_id: str, timeout: float | None) -> bytes | None:
-    if isinstance(backend, AsyncResults):
-        return await backend.await_final(task_id, timeout)
+    if (native := _native(backend)) is not None:
+        return await native.await_final(task_id, timeout)
     return await waiter_for(backend).wait(task_id, timeout)

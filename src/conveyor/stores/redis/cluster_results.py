@@ -51,6 +51,10 @@ class RedisClusterBackend(RedisBackend):
         self._store = self.client.register_script(STORE.source)
         self._chord_count = self.client.register_script(CHORD_COUNT.source)
 
+    @property
+    def async_native(self) -> bool:
+        return False  # no async cluster client: awaits go to the shared waiter thread
+
     def chord_part(self, chord_id: str, write: ResultWrite) -> ChordBody | None:
         self.store(write.task_id, write.payload, final=True)
         reply = self._chord_count(

@@ -13,7 +13,6 @@ in one script (see docs/architecture.md, "Workflows").
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -169,11 +168,11 @@ class RedisBackend(ResultBackend, AsyncResults):
     async def aget(self, task_id: str) -> bytes | None:
         return (await self.aget_many([task_id]))[0]
 
+    @property
+    def async_native(self) -> bool:
+        return self._async.native
+
     async def aget_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
-        if not self._async.native:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self.get_many, task_ids
-            )
         commands: list[Command] = []
         for task_id in task_ids:
             commands.append(("LINDEX", self.keys.result(task_id), 0))
@@ -183,10 +182,6 @@ class RedisBackend(ResultBackend, AsyncResults):
         return [f if f is not None else i for f, i in zip(finals, interims, strict=True)]
 
     async def await_final(self, task_id: str, timeout: float | None) -> bytes | None:
-        if not self._async.native:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self.wait, task_id, timeout
-            )
         return await self._async.blmove_wait(self.keys.result(task_id), timeout)
 
     def forget(self, task_id: str) -> None:
