@@ -13,9 +13,7 @@ import struct
 import threading
 from collections.abc import Iterable
 
-from ..events import Listener, TaskStarted
-
-__all__ = ["CountingListener", "TaskBoard"]
+__all__ = ["TaskBoard"]
 
 _COUNTER = struct.Struct("=Q")
 
@@ -50,13 +48,3 @@ class TaskBoard:
             if value:
                 totals[name] = value
         return totals
-
-
-class CountingListener(Listener):
-    """A worker hook listener: counts each task that starts on the board."""
-
-    def __init__(self, board: TaskBoard) -> None:
-        self.board = board
-
-    def on_task_started(self, event: TaskStarted) -> None:
-        self.board.count(event.name)

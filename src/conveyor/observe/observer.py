@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .board import CountingListener, TaskBoard
+from .board import TaskBoard
 from .responder import ControlResponder
 from .views import InProcessView, PreforkView
 
@@ -34,7 +34,7 @@ class WorkerObserver:
         top = worker.autoscale[0] if worker.autoscale is not None else 0
         self.capacity = max(POOL_CAPACITY, worker.concurrency * 4, top)
         self.board = TaskBoard(worker.app.tasks, self.capacity)
-        worker.hooks.subscribe(CountingListener(self.board))
+        worker.hooks.count_started = self.board.count
         self.stream: EventStreamListener | None = None
         if worker.app.conf.worker_send_task_events:
             from .stream import EventStreamListener

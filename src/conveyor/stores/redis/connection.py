@@ -21,6 +21,7 @@ from typing import Any
 
 import hiredis
 import redis
+from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
 from redis.connection import (
@@ -66,6 +67,14 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _error_reply(reply: Any) -> ResponseError:
+    """An error reply as redis-py's exception class for it (NoScriptError, AskError...),
+    parsed by redis-py's own table, so callers catch what they caught before."""
+    parse: Any = BaseParser.parse_error  # untyped in redis-py
+    error: ResponseError = parse(str(reply))
+    return error
+
+
 def _pack(commands: Sequence[Command]) -> bytes:
     # hiredis packs in C; redis-py's own packer costs ~14 µs a command in Python.
     return b"".join([hiredis.pack_command(command) for command in commands])
@@ -87,6 +96,9 @@ def load_script(package: str, name: str) -> Script:
     source = resources.files(package).joinpath("lua", f"{name}.lua").read_text()
     return Script(name, source)
 
+
+# Bytes asked of the socket per read (redis-py's default socket_read_size).
+_READ_SIZE = 65536
 
 # Between two reconnect attempts while a failover is under way.
 _FAILOVER_BACKOFF = 0.25
@@ -340,6 +352,12 @@ class RedisLink:
         self._scripts = list(scripts)
         # redis-py's connection class is only partly typed, hence Any.
         self._conn: Any = None
+        # After the connect (redis-py's handshake: AUTH, SELECT, TLS), the link reads
+        # and writes the socket itself: redis-py's send and read paths add a liveness
+        # poll() and several Python layers per command, a third of the hot path's own
+        # time (bench/profile_drain.py, strace -c of a draining child).
+        self._sock: Any = None
+        self._reader: Any = None
         self._unconfirmed: deque[Command] = deque()
 
     # connection ---------------------------------------------------------------------
@@ -358,6 +376,8 @@ class RedisLink:
                 for _ in self._scripts:
                     conn.read_response()
             self._conn = conn
+            self._sock = conn._sock
+            self._reader = hiredis.Reader()
             if self._unconfirmed:
                 resend, self._unconfirmed = list(self._unconfirmed), deque()
                 self.send(resend)
@@ -375,6 +395,7 @@ class RedisLink:
             with contextlib.suppress(Exception):  # best effort on a broken socket
                 self._conn.disconnect()
             self._conn = None
+            self._sock = self._reader = None
 
     def close(self) -> None:
         with contextlib.suppress(*CONNECTION_ERRORS):
@@ -392,7 +413,7 @@ class RedisLink:
             self._connection()
             return
         try:
-            conn.send_packed_command([_pack(commands)], check_health=False)
+            self._sock.sendall(_pack(commands))
         except CONNECTION_ERRORS as exc:
             self._unconfirmed.extend(commands)
             self.reset()
@@ -406,12 +427,12 @@ class RedisLink:
         commands again: acks and results are never lost to a Redis restart."""
         if not self._unconfirmed:
             return
-        conn = self._connection()
+        self._connection()
         redirected: list[Command] = []
         try:
             while self._unconfirmed:
                 try:
-                    conn.read_response()
+                    self._read()
                 except ResponseError as exc:
                     if is_redirect(exc):
                         redirected.append(self._unconfirmed[0])
@@ -427,10 +448,10 @@ class RedisLink:
     def call(self, command: Command) -> Any:
         """Send one command after anything pending and return its reply."""
         self.drain()
-        conn = self._connection()
+        self._connection()
         try:
-            conn.send_packed_command([hiredis.pack_command(command)], check_health=False)
-            return conn.read_response()
+            self._sock.sendall(hiredis.pack_command(command))
+            return self._read()
         except NoScriptError:
             raise
         except ResponseError:
@@ -458,19 +479,34 @@ class RedisLink:
         RedisLink.drain(self)  # not a subclass's: SlotLink follows what this raises
         if not commands:
             return []
-        conn = self._connection()
+        self._connection()
         replies: list[Any] = []
         try:
-            conn.send_packed_command([_pack(commands)], check_health=False)
+            self._sock.sendall(_pack(commands))
             for _ in commands:
                 try:
-                    replies.append(conn.read_response())
+                    replies.append(self._read())
                 except ResponseError as exc:
                     replies.append(exc)
         except CONNECTION_ERRORS as exc:
             self.reset()
             raise unavailable(exc, self._pool) from exc
         return replies
+
+    def _read(self) -> Any:
+        """The next reply; an error reply is raised as redis-py's class for it
+        (NoScriptError, MOVED/ASK, ...), a closed connection as ConnectionError."""
+        reader = self._reader
+        reply = reader.gets()
+        while reply is False:
+            data = self._sock.recv(_READ_SIZE)
+            if not data:
+                raise redis.ConnectionError("the connection was closed by the server")
+            reader.feed(data)
+            reply = reader.gets()
+        if isinstance(reply, hiredis.ReplyError):
+            raise _error_reply(reply)
+        return reply
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
