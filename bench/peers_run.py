@@ -90,14 +90,17 @@ def m_drain(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     ctx.client(peer, "fill", n)
     w = ctx.worker(peer)
     first: float | None = None
+    busy_first = 0.0
     deadline = time.monotonic() + max(300.0, n / 20)
     try:
         while True:
             count = int(ctx.r.get(COUNTER_KEY) or 0)
             now = time.perf_counter()
             if count >= 1 and first is None:
-                first = now
+                first, first_count = now, count
+                busy_first = machine_busy_seconds()
             if count >= n:
+                busy_last = machine_busy_seconds()
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain stuck at {count}/{n}:\n{w.output()}")
@@ -108,7 +111,17 @@ def m_drain(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
     assert first is not None
     if count != n:
         raise RuntimeError(f"counter overshot: {count} != {n}")
-    return {"drain": n / (now - first), "first_task": first - w.t0}
+    cpu_us = (busy_last - busy_first) / max(1, n - first_count) * 1e6
+    return {"drain": n / (now - first), "first_task": first - w.t0, "cpu_us": cpu_us}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (/proc/stat): during a
+    drain, the peer's worker, its broker and the task bodies, plus whatever else runs
+    (this harness polls every 2 ms; on a shared machine, other jobs)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def m_roundtrip(ctx: Ctx, peer: PeerRun) -> dict[str, float]:
@@ -139,6 +152,7 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("rt_p99", "round trip p99 (ms)", "{:.2f}", False),
     ("rt_n", "round trips timed", "{:.0f}", True),
     ("first_task", "start to first task done (s)", "{:.2f}", False),
+    ("cpu_us", "machine CPU per task while draining (us)", "{:,.0f}", False),
 ]
 
 

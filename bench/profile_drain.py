@@ -106,6 +106,7 @@ def main() -> None:
         "time blocked in socket calls (which release it)",
     )
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
+    p.add_argument("--keep", type=Path, help="also copy py-spy's raw stacks here")
     args = p.parse_args()
     module = "conveyor_tasks" if args.body == "incr" else "profile_tasks"
     with RedisServer(args.redis_server) as server, tempfile.TemporaryDirectory() as tmp:
@@ -146,6 +147,8 @@ def main() -> None:
         )
         if left <= 0:
             print("WARNING: the backlog ran out while recording; raise --tasks")
+        if args.keep is not None:
+            args.keep.write_text(out.read_text())
         print(report(out, args.top))
 
 
