@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
 from ..aio import AsyncPublishing
 from ..coordination import CoordinatingStore, Coordinator
 from ..mailbox import Mailbox, MailboxStore
@@ -342,9 +344,9 @@ class RedisConsumer(TransportConsumer):
         order = [(self._turn + i) % n for i in range(n)]
         self._turn = (self._turn + 1) % n
         keys = (*self._fixed_keys, *(k for i in order for k in self._queue_keys[i]))
+        args = (self.consumer_id, self._lease_ms, limit, self._last_tag, PRIORITY_LEVELS)
+        reply = self._link.script(FETCH, keys, args)
         while True:
-            args = (self.consumer_id, self._lease_ms, limit, self._last_tag, PRIORITY_LEVELS)
-            reply = self._link.script(FETCH, keys, args)
             now_ms, next_eta = reply[0], reply[1]
             if len(reply) > 2:
                 return self._deliveries(reply, order)
@@ -358,9 +360,27 @@ class RedisConsumer(TransportConsumer):
                     # Redis times out blocked commands on its ~100 ms clock, so the last
                     # stretch before an ETA is waited here to start it on time.
                     time.sleep(max(0.0, min(until_due, remaining)))
+                    reply = self._link.script(FETCH, keys, args)
                     continue
                 wait = min(wait, until_due - _REDIS_TICK)
-            self._link.call(("BZPOPMIN", *self._wake, f"{wait:.3f}"))
+            reply = self._wait_then_fetch(wait, keys, args)
+
+    def _wait_then_fetch(self, wait: float, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Block until a producer wakes this queue (or ``wait`` runs out), then fetch.
+
+        Both commands go in one write: Redis holds the fetch in the connection's input
+        until the blocking pop returns, then runs it at once, so a woken consumer gets its
+        messages one round trip sooner than if it asked after waking (the idle round
+        trip's "start" hop, bench/rt_hops.py)."""
+        block = ("BZPOPMIN", *self._wake, f"{wait:.3f}")
+        woke, reply = self._link.exchange((block, FETCH.command(keys, args)))
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(reply, NoScriptError):  # SCRIPT FLUSH meanwhile: EVAL loads it
+            return self._link.script(FETCH, keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def _deliveries(self, reply: list[Any], order: list[int]) -> list[Delivery]:
         out = []
