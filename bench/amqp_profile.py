@@ -30,7 +30,9 @@ ROOT = BENCH.parent
 # Frames that mark a step of the consuming loop, in the order a stack is matched.
 STEPS = [
     ("Task.run", "the task body (its INCR)"),
-    ("RedisBackend.store", "storing the result"),
+    ("RedisBackend.store", "storing the result (a round trip, waited for)"),
+    ("RedisResultsLink", "writing the result behind the ack (no wait)"),
+    ("AmqpConsumer._confirm_results", "fetch: reading the results' replies"),
     ("AmqpConsumer.fetch", "fetch (wait for and read deliveries)"),
     ("AmqpConsumer.ack", "basic.ack"),
 ]
@@ -53,6 +55,7 @@ def shares(raw: Path) -> tuple[int, Counter[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--keep", type=Path, help="also copy py-spy's raw output here")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     sys.path.insert(0, str(ROOT))
@@ -86,6 +89,8 @@ def main() -> None:
             print(f"drained {args.tasks} in {time.monotonic() - started:.2f}s (under py-spy)")
             os.killpg(worker.pid, signal.SIGINT)
             worker.wait(60)
+            if args.keep:
+                shutil.copy(raw, args.keep)
             total, counts = shares(raw)
             for step, samples in counts.most_common():
                 print(f"{100 * samples / max(total, 1):5.1f}%  {step}")

@@ -26,6 +26,8 @@ __all__ = [
     "ChordSpec",
     "ResultBackend",
     "ResultMeta",
+    "ResultsLink",
+    "StoreBehind",
     "decode_meta",
     "encode_meta",
 ]
@@ -187,3 +189,49 @@ class ResultBackend(ABC):
 
     def describe(self) -> str:
         return getattr(self, "url", type(self).__name__)
+
+
+class ResultsLink(ABC):
+    """One consuming loop's own connection to a result backend, for results sent behind
+    the acks of a transport that cannot hold them (AMQP): a write is sent without
+    waiting for its reply and kept until the reply is read, and sent again on a new
+    connection if the old one dropped first (every write replaces, so twice is harmless).
+    Not thread-safe: the loop that owns it is its only user.
+
+    The rule the transport's ack follows (docs/architecture.md, "Results behind AMQP
+    acks"): a task's result is written to this link before its ack is written, and
+    :meth:`send` says False, keeping the write, when an earlier write is not confirmed
+    and cannot be (the connection is gone, or a reply is overdue and does not come):
+    the ack must then wait for :meth:`confirm`."""
+
+    @abstractmethod
+    def send(self, write: ResultWrite) -> bool:
+        """Write ``write`` without waiting for its reply. First read the replies that
+        arrived (without waiting), and wait for every earlier one when the connection
+        is found closed or the oldest has waited longer than the backend's limit.
+        True: the write left on an open connection behind confirmed (or young) ones;
+        False: the backend is unreachable, the write is kept for :meth:`confirm`."""
+
+    @abstractmethod
+    def confirm(self, wait: bool) -> None:
+        """Read the replies that arrived; with ``wait`` (or a reply overdue), every one,
+        reconnecting and sending the unconfirmed writes again when the connection
+        dropped. Raises :class:`~conveyor.exceptions.BrokerUnavailable` when the
+        backend cannot be reached (the writes are kept)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Confirm what can be confirmed, then close the connection."""
+
+
+class StoreBehind(ABC):
+    """The capability of a result backend that can take results behind a transport's
+    acks on a connection per consuming loop (Redis). A transport whose acks cannot
+    carry results (AMQP) asks for it, so the result's round trip leaves the task's
+    critical path; chords (:meth:`ResultBackend.chord_part`) and every call that needs
+    the reply stay on the backend's own synchronous calls."""
+
+    @abstractmethod
+    def results_link(self) -> ResultsLink | None:
+        """A new link for one consuming loop; None when this backend cannot offer one
+        (a Redis Cluster spreads a task's records over nodes)."""

@@ -10,6 +10,12 @@ acks, and reconnection after a node restart.
 - Acks are sent when the task ends (late ack). A tag from a connection that died is
   void: RabbitMQ already gave its message back, and acking it on the new channel would
   close that channel (PRECONDITION_FAILED unknown delivery tag).
+- Results ride behind the acks when the result backend offers it (``StoreBehind``,
+  Redis): the result is written on the loop's own backend link without waiting for
+  the reply, then basic.ack leaves. An ack whose results link is down (or has a reply
+  overdue that does not come) waits in ``_waiting`` until the link confirms every
+  write; the next fetch or flush confirms and sends it. See docs/architecture.md,
+  "Results behind AMQP acks", for the crash windows.
 - Classic queues only flag a redelivery; to count deliveries (``task_max_deliveries``
   dead-letters a message that kills its worker every time) a redelivered message is
   sent again, confirmed, with ``x-conveyor-deliveries`` one higher, and the original
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import amqp
 
 from ...exceptions import BrokerUnavailable
+from ..results import ResultBackend, StoreBehind
 from ..transport import Delivery, ResultWrite, TransportConsumer
 from .connection import link_errors, mapped_errors
 from .topology import DELIVERIES_HEADER, DUE_HEADER, conveyor_priority
@@ -58,10 +65,18 @@ WINDOW_GRACE = 0.05
 
 
 class AmqpConsumer(TransportConsumer):
-    def __init__(self, transport: AmqpTransport, queues: list[str], consumer_id: str) -> None:
+    def __init__(
+        self,
+        transport: AmqpTransport,
+        queues: list[str],
+        consumer_id: str,
+        results: ResultBackend | None = None,
+    ) -> None:
         self.transport = transport
         self.consumer_id = consumer_id
-        self.carries_results = False
+        self._results = results.results_link() if isinstance(results, StoreBehind) else None
+        self.carries_results = self._results is not None
+        self._waiting: list[Delivery] = []  # acks held until their results are confirmed
         self._queues = queues
         self._closed = False
         self._prefetch = 0
@@ -159,7 +174,13 @@ class AmqpConsumer(TransportConsumer):
     # the consuming loop's calls ----------------------------------------------------------
     def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
+        idle = False
         while True:
+            if self._results is not None:
+                # Replies that came are read; once idle, every result is confirmed, so
+                # none stays unconfirmed while the loop waits for work.
+                self._confirm_results(wait=idle)
+            idle = True
             try:
                 with self._link.lock:
                     self._settle_releases()
@@ -229,8 +250,37 @@ class AmqpConsumer(TransportConsumer):
         return int(tag)
 
     def ack(self, delivery: Delivery, result: ResultWrite | None = None) -> None:
-        """basic.ack (no reply in AMQP: on its way when this returns). ``result`` is
-        stored by the caller: results live in another store."""
+        """basic.ack (no reply in AMQP: on its way when this returns). ``result`` (only
+        when :attr:`carries_results`) is written on the results link first; when that
+        link cannot confirm its earlier writes the ack waits (``_waiting``)."""
+        results = self._results
+        if (
+            result is not None
+            and results is not None
+            and (not results.send(result) or self._waiting)
+        ):
+            self._waiting.append(delivery)
+            return
+        self._ack_now(delivery)
+
+    def store(self, result: ResultWrite) -> bool:
+        """An interim state, behind the acks (nothing waits for its reply)."""
+        if self._results is None:
+            return False
+        self._results.send(result)
+        return True
+
+    def _confirm_results(self, wait: bool) -> None:
+        """Read the results link's replies (all of them with ``wait``, or when acks
+        wait for them), then send the acks that waited. Raises BrokerUnavailable while
+        the result backend is unreachable: the loop backs off and flushes again."""
+        assert self._results is not None
+        self._results.confirm(wait or bool(self._waiting))
+        waiting, self._waiting = self._waiting, []
+        for delivery in waiting:
+            self._ack_now(delivery)
+
+    def _ack_now(self, delivery: Delivery) -> None:
         with self._link.lock:
             tag = self._current(delivery)
             if tag is None:
@@ -281,7 +331,10 @@ class AmqpConsumer(TransportConsumer):
         return 0
 
     def flush(self) -> None:
-        """A round trip on the channel: acks sent before it are applied after it."""
+        """Confirm every result, send the acks that waited for them, then a round trip
+        on the channel: acks sent before it are applied after it."""
+        if self._results is not None:
+            self._confirm_results(wait=True)
         with self._link.lock:
             try:
                 self._link.channel().basic_qos(0, self._prefetch, not self._quorum)
@@ -289,6 +342,16 @@ class AmqpConsumer(TransportConsumer):
                 self._link.lost(exc)
 
     def close(self) -> None:
-        """Close the connection: RabbitMQ gives back everything not acked."""
+        """Close the connection: RabbitMQ gives back everything not acked (an ack that
+        still waits for its result too: the task runs again, or is acked unrun when its
+        result did land, Executor._ended_before)."""
         self._closed = True
+        if self._results is not None:
+            try:
+                self._confirm_results(wait=True)
+            except BrokerUnavailable as exc:
+                logger.warning(
+                    "%d acks not sent: results unconfirmed (%s)", len(self._waiting), exc
+                )
+            self._results.close()
         self._link.close()

@@ -267,7 +267,7 @@ class AmqpTransport(Transport, Deferrals, ConnectionBoundDeliveries, SharedSched
         if not queues:
             raise ValueError("a consumer needs at least one queue")
         self._seen_queues.update(queues)
-        consumer = AmqpConsumer(self, list(queues), consumer_id)
+        consumer = AmqpConsumer(self, list(queues), consumer_id, results)
         self._consumers[consumer_id] = consumer
         return consumer
 

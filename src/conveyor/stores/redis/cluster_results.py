@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..results import ChordBody
+from ..results import ChordBody, ResultsLink
 from ..transport import ResultWrite
 from .connection import load_script, ssl_options
 from .keys import ClusterKeys
@@ -54,6 +54,9 @@ class RedisClusterBackend(RedisBackend):
     @property
     def async_native(self) -> bool:
         return False  # no async cluster client: awaits go to the shared waiter thread
+
+    def results_link(self) -> ResultsLink | None:
+        return None  # a task's records live on the node of its slot, not on one link
 
     def chord_part(self, chord_id: str, write: ResultWrite) -> ChordBody | None:
         self.store(write.task_id, write.payload, final=True)

@@ -15,22 +15,38 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
+import ssl
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..aio import AsyncResults
-from ..results import ChordBody, ChordSpec, ResultBackend
+from ..results import ChordBody, ChordSpec, ResultBackend, ResultsLink, StoreBehind
 from ..transport import ResultWrite
 from .aio import AsyncLink
-from .connection import Command, RedisClient, load_script, pool_from_url, ssl_options
+from .connection import (
+    CONNECTION_ERRORS,
+    Command,
+    RedisClient,
+    RedisLink,
+    RedisUnavailable,
+    load_script,
+    pool_from_url,
+    ssl_options,
+    unavailable,
+)
 from .keys import RedisKeys
 
-__all__ = ["STORE", "RedisBackend", "store_command"]
+__all__ = ["STORE", "RedisBackend", "RedisResultsLink", "store_command"]
 
 logger = logging.getLogger("conveyor.backend")
 
@@ -39,6 +55,13 @@ CHORD_PART = load_script("conveyor.stores.redis", "chord_part")
 
 # Longest single blocking wait; redis-py's default socket timeout is 5 s.
 _SLICE = 2.0
+_READ_SIZE = 65536  # bytes asked of the results link's socket per read
+# A result write sent behind an AMQP ack whose reply has not come after this long holds
+# the next ack back until it is confirmed (RedisResultsLink.send). A Redis that is up
+# answers in well under a millisecond, even on this loaded machine; 50 ms is past any
+# scheduling hiccup and still bounds how long an acked task's result may be unconfirmed
+# while the loop goes on (docs/architecture.md, "Results behind AMQP acks").
+OVERDUE = 0.05
 
 
 def store_command(keys: RedisKeys, ttl_ms: int, write: ResultWrite) -> Command:
@@ -50,7 +73,7 @@ def store_command(keys: RedisKeys, ttl_ms: int, write: ResultWrite) -> Command:
     return ("SET", keys.state(write.task_id), write.payload, "PX", ttl_ms)
 
 
-class RedisBackend(ResultBackend, AsyncResults):
+class RedisBackend(ResultBackend, AsyncResults, StoreBehind):
     def __init__(
         self,
         url: str,
@@ -187,5 +210,156 @@ class RedisBackend(ResultBackend, AsyncResults):
     def forget(self, task_id: str) -> None:
         self.client.delete(self.keys.result(task_id), self.keys.state(task_id))
 
+    # results behind a transport's acks (StoreBehind) -------------------------------------
+    def results_link(self) -> ResultsLink | None:
+        return RedisResultsLink(self)
+
     def close(self) -> None:
         self.pool.disconnect()
+
+
+class _Link(RedisLink):
+    """RedisLink that can also read the replies that already arrived, without waiting."""
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def read_arrived(self) -> None:
+        """Read the replies waiting on the socket, without blocking. A connection the
+        server closed (a Redis restart, CLIENT KILL, a timeout) raises here, before
+        anything else is written to it."""
+        if self._sock is None:
+            return
+        reader = self._reader
+        try:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    data = self._ready()
+                    if data is None:
+                        return
+                    if not data:
+                        raise redis.ConnectionError("the connection was closed by the server")
+                    reader.feed(data)
+                    continue
+                if not self._unconfirmed:
+                    continue  # not ours (a push): read, to keep in step
+                if isinstance(reply, hiredis.ReplyError):
+                    logger.error("redis refused %s: %s", self._unconfirmed[0][0], reply)
+                self._unconfirmed.popleft()
+        except CONNECTION_ERRORS as exc:
+            self.reset()
+            raise unavailable(exc, self._pool) from exc
+
+    def _ready(self) -> bytes | None:
+        """What the socket holds now (b"": closed by the server), or None: nothing yet."""
+        sock = self._sock
+        if sock.gettimeout() is None and not isinstance(sock, ssl.SSLSocket):
+            try:  # one syscall; a blocking socket honours MSG_DONTWAIT
+                data: bytes = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            return data
+        # TLS takes no recv flags, and a socket with a timeout polls before it reads
+        # (up to that timeout): ask poll() first, without waiting.
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return None
+        data = sock.recv(_READ_SIZE)
+        return data
+
+
+class RedisResultsLink(ResultsLink):
+    """Results sent behind AMQP acks on one connection of a consuming loop's own
+    (:class:`StoreBehind`): the same ``store_result.lua`` the backend runs, pipelined.
+    ``_sent`` holds the send time of each unconfirmed write, oldest first, so an
+    overdue reply is noticed (:data:`OVERDUE`).
+
+    A small thread confirms overdue writes while the loop is busy in a task (it takes
+    the link only when the loop does not hold it): a result whose connection dropped
+    right after it was written is sent again within ~OVERDUE, not when the next task
+    ends, which may be hours later."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._keys = backend.keys
+        self._ttl_ms = backend.ttl_ms
+        self._link = _Link(backend.pool, (STORE,))
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def send(self, write: ResultWrite) -> bool:
+        command = store_command(self._keys, self._ttl_ms, write)
+        with self._lock:
+            now = time.monotonic()
+            healthy = True
+            try:
+                self._confirm(now, wait=False)
+            except RedisUnavailable as exc:
+                logger.warning("result backend unreachable; acks wait for results: %s", exc)
+                healthy = False
+            self._sent.append(now)
+            try:
+                # Kept by the link even when this fails: sent again once it reconnects.
+                self._link.send((command,))
+            except RedisUnavailable:
+                healthy = False
+        if self._watch is None:
+            self._watch = threading.Thread(
+                target=self._watch_overdue, name="conveyor-results-link", daemon=True
+            )
+            self._watch.start()
+        return healthy
+
+    def confirm(self, wait: bool) -> None:
+        with self._lock:
+            self._confirm(time.monotonic(), wait)
+
+    def _confirm(self, now: float, wait: bool) -> None:
+        link = self._link
+        try:
+            try:
+                link.read_arrived()
+            except RedisUnavailable:
+                if not link.unconfirmed:
+                    return  # closed while nothing was pending: the next write reconnects
+                wait = True  # send them again now, and hold the ack until they land
+            overdue = bool(self._sent) and now - self._sent[0] > OVERDUE
+            if link.unconfirmed and (wait or overdue or not link.connected):
+                link.drain()  # reconnects and sends the unconfirmed writes again first
+        finally:
+            while len(self._sent) > link.unconfirmed:
+                self._sent.popleft()
+
+    def _watch_overdue(self) -> None:
+        while not self._closed.wait(OVERDUE):
+            try:
+                oldest = self._sent[0]
+            except IndexError:
+                continue  # nothing unconfirmed
+            if time.monotonic() - oldest <= OVERDUE or not self._lock.acquire(blocking=False):
+                continue  # young, or the loop is using the link (and reads it itself)
+            try:
+                self._confirm(time.monotonic(), wait=False)
+            except RedisUnavailable as exc:
+                logger.debug("results not confirmed yet, retrying: %s", exc)
+            finally:
+                self._lock.release()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._watch is not None and self._watch is not threading.current_thread():
+            self._watch.join(timeout=5)
+        try:
+            self.confirm(wait=True)
+        except RedisUnavailable as exc:
+            logger.warning("%d result(s) not confirmed at close: %s", len(self._sent), exc)
+        self._link.reset()
