@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -30,6 +31,41 @@ loglevel_option = click.option(
 )
 
 
+# Each command's module, imported when the command is run (or listed by --help): a
+# worker imports none of the others' modules (issue 17, start to first task).
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "worker": ("worker", "worker"),
+    "inspect": ("inspect", "inspect"),
+    "control": ("control", "control"),
+    "exporter": ("exporter", "exporter"),
+    "events": ("events", "events"),
+    "beat": ("beat", "beat"),
+    "demo": ("demo", "demo"),
+    "dashboard": ("dashboard", "dashboard"),
+    "flower": ("dashboard", "flower"),
+    "call": ("commands", "call"),
+    "result": ("commands", "result"),
+    "purge": ("commands", "purge"),
+    "status": ("commands", "status"),
+    "revoke": ("operations", "revoke"),
+    "dlq": ("operations", "dlq"),
+}
+
+
+class LazyCommands(click.Group):
+    """A group whose built-in commands are imported by name when first needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module, attribute = COMMAND_MODULES[cmd_name]
+            command = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 class AppContext:
     """What ``-A``, ``--broker`` and ``--result-backend`` say, resolved on first use."""
 
@@ -51,7 +87,10 @@ class AppContext:
         return self._app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyCommands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-A",
     "--app",
@@ -82,36 +121,8 @@ def cli(
     ctx.obj = AppContext(spec, broker, result_backend)
 
 
-def _register_commands() -> None:
-    from . import (
-        beat,
-        commands,
-        control,
-        dashboard,
-        demo,
-        events,
-        exporter,
-        inspect,
-        operations,
-        worker,
-    )
-
-    cli.add_command(worker.worker)
-    cli.add_command(inspect.inspect)
-    cli.add_command(control.control)
-    cli.add_command(exporter.exporter)
-    cli.add_command(events.events)
-    cli.add_command(beat.beat)
-    cli.add_command(demo.demo)
-    cli.add_command(dashboard.dashboard)
-    cli.add_command(dashboard.flower)
-    for command in (*commands.COMMANDS, *operations.COMMANDS):
-        cli.add_command(command)
-
-
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: click's parsing, but every usage error in one line."""
-    _register_commands()
     try:
         return cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
     except click.exceptions.Abort:

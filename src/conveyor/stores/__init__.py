@@ -19,7 +19,6 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from .coordination import CoordinatingStore, Coordinator, DeadLetter, Revocations
-from .redis.topology import CLUSTER_SCHEMES, REDIS_SCHEMES
 from .results import ResultBackend, ResultMeta, decode_meta, encode_meta
 from .transport import (
     Delivery,
@@ -30,7 +29,7 @@ from .transport import (
     TransportConsumer,
     require_leases,
 )
-from .urls import masked
+from .urls import CLUSTER_SCHEMES, REDIS_SCHEMES, masked
 
 __all__ = [
     "CoordinatingStore",

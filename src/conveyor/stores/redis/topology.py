@@ -25,17 +25,13 @@ from urllib.parse import unquote, urlsplit
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ...exceptions import ConfigurationError
+from ..urls import CLUSTER_SCHEMES, REDIS_SCHEMES, SENTINEL_SCHEMES
 
 __all__ = ["REDIS_SCHEMES", "RedisOptions", "is_cluster_url", "is_sentinel_url", "sentinel_pool"]
 
 # redis-py's sentinel module is untyped; its two classes are called through these.
 _SENTINEL: Any = Sentinel
 _SENTINEL_POOL: Any = SentinelConnectionPool
-
-SENTINEL_SCHEMES = ("sentinel",)
-# Every scheme a Redis store answers (stores/__init__.py picks the store by scheme).
-REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
 def _scheme(url: str) -> str:
