@@ -55,3 +55,28 @@ def test_a_wait_that_times_out_returns_nothing_and_leases_nothing(redis_url: str
     # fetched by the next call, not lost in a reply nobody read.
     transport_from_url(redis_url).publish("q", [b"later"])
     assert [d.body for d in consumer.fetch(5, 1.0)] == [b"later"]
+
+
+def test_a_batch_takes_from_every_queue_before_filling_from_one(redis_url: str) -> None:
+    """A backlog on one queue never fills a whole batch while another queue's message
+    waits: that message waits for at most one batch of one consumer."""
+    publisher = transport_from_url(redis_url)
+    publisher.publish("bulk", [b"b%d" % i for i in range(100)])
+    publisher.publish("urgent", [b"u"])
+    consumer = transport_from_url(redis_url).consumer(["bulk", "urgent"], "c1", 30.0)
+    got = consumer.fetch(16, 1.0)
+    assert len(got) == 16
+    assert [d.queue for d in got].count("urgent") == 1
+    assert got[0].body == b"b0" and got[1].body == b"u"  # one from each, in turn
+    assert [d.body for d in got[2:]] == [b"b%d" % i for i in range(1, 15)]  # FIFO kept
+
+
+def test_the_first_pass_keeps_each_queues_priority_order(redis_url: str) -> None:
+    publisher = transport_from_url(redis_url)
+    publisher.publish("a", [b"a-low"], priority=9)
+    publisher.publish("a", [b"a-high"], priority=0)
+    publisher.publish("b", [b"b-low"], priority=9)
+    publisher.publish("b", [b"b-high"], priority=0)
+    consumer = transport_from_url(redis_url).consumer(["a", "b"], "c1", 30.0)
+    got = [d.body for d in consumer.fetch(4, 1.0)]
+    assert got == [b"a-high", b"b-high", b"a-low", b"b-low"]

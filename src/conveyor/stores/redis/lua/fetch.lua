@@ -20,8 +20,32 @@ local out = { now, -1 }
 local got = 0
 local next_eta = -1
 
+-- Lease up to n messages from one level list, appending them to the reply.
+local function take(qi, list, level, n)
+  local popped = redis.call('RPOP', list, n)
+  if not popped then return 0 end
+  for _, body in ipairs(popped) do
+    local deliveries = 1
+    if counted then
+      local digest = redis.sha1hex(body)
+      local seen = redis.call('HGET', KEYS[3], digest)
+      if seen then
+        deliveries = tonumber(seen) + 1
+        redis.call('HDEL', KEYS[3], digest)
+      end
+    end
+    tag = tag + 1
+    redis.call('HSET', KEYS[1], tag, list .. '\n' .. deliveries .. '\n' .. body)
+    out[#out + 1] = tag
+    out[#out + 1] = qi
+    out[#out + 1] = level
+    out[#out + 1] = deliveries
+    out[#out + 1] = body
+  end
+  return #popped
+end
+
 for first_key = 4, #KEYS, group do
-  local qi = (first_key - 4) / group + 1
   local eta_key = KEYS[first_key]
   local level_key = first_key + 2  -- KEYS[level_key + level] is that level's list
   -- Due ETA messages go to the front of their level: they are already late.
@@ -37,33 +61,30 @@ for first_key = 4, #KEYS, group do
     local score = tonumber(head[2])
     if next_eta < 0 or score < next_eta then next_eta = score end
   end
-  if got < limit then
+end
+
+-- With several queues, first one message from each (its most urgent level), in the
+-- given order: a queue with a backlog then never fills a whole batch while another
+-- queue's message waits behind it (it waits for one batch of one consumer at most).
+if #KEYS - 3 > group then
+  for first_key = 4, #KEYS, group do
+    if got >= limit then break end
+    local qi = (first_key - 4) / group + 1
     for level = 0, levels - 1 do
-      local list = KEYS[level_key + level]
-      local popped = redis.call('RPOP', list, limit - got)
-      if popped then
-        for _, body in ipairs(popped) do
-          local deliveries = 1
-          if counted then
-            local digest = redis.sha1hex(body)
-            local seen = redis.call('HGET', KEYS[3], digest)
-            if seen then
-              deliveries = tonumber(seen) + 1
-              redis.call('HDEL', KEYS[3], digest)
-            end
-          end
-          tag = tag + 1
-          redis.call('HSET', KEYS[1], tag, list .. '\n' .. deliveries .. '\n' .. body)
-          out[#out + 1] = tag
-          out[#out + 1] = qi
-          out[#out + 1] = level
-          out[#out + 1] = deliveries
-          out[#out + 1] = body
-          got = got + 1
-        end
-        if got >= limit then break end
+      if take(qi, KEYS[first_key + 2 + level], level, 1) > 0 then
+        got = got + 1
+        break
       end
     end
+  end
+end
+-- Then fill the batch queue by queue, most urgent level first.
+for first_key = 4, #KEYS, group do
+  if got >= limit then break end
+  local qi = (first_key - 4) / group + 1
+  for level = 0, levels - 1 do
+    got = got + take(qi, KEYS[first_key + 2 + level], level, limit - got)
+    if got >= limit then break end
   end
 end
 out[2] = next_eta
