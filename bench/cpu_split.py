@@ -41,6 +41,12 @@ def system_seconds(proc: psutil.Process) -> float:
     return float(proc.cpu_times().system)
 
 
+def switches(proc: psutil.Process) -> int:
+    """Context switches so far (voluntary: it blocked; involuntary: it was preempted)."""
+    c = proc.num_ctx_switches()
+    return int(c.voluntary + c.involuntary)
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all cores since boot."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -97,6 +103,7 @@ def main() -> None:
             procs = {"supervisor": [parent], "children": children, "redis-server": [redis_proc]}
             before = {k: sum(cpu_seconds(x) for x in v) for k, v in procs.items()}
             kernel0 = {k: sum(system_seconds(x) for x in v) for k, v in procs.items()}
+            switch0 = {k: sum(switches(x) for x in v) for k, v in procs.items()}
             busy0, total0 = machine_busy()
             r.config_resetstat()
             t0, c0 = time.perf_counter(), int(r.get(COUNTER_KEY) or 0)
@@ -104,6 +111,7 @@ def main() -> None:
             t1 = time.perf_counter()
             after = {k: sum(cpu_seconds(x) for x in v) for k, v in procs.items()}
             kernel1 = {k: sum(system_seconds(x) for x in v) for k, v in procs.items()}
+            switch1 = {k: sum(switches(x) for x in v) for k, v in procs.items()}
             busy1, total1 = machine_busy()
             stats = r.info("commandstats")
         finally:
@@ -119,13 +127,14 @@ def main() -> None:
         f"{100 * (busy1 - busy0) / (total1 - total0):.0f}% of {cores} cores; "
         f"load {Path('/proc/loadavg').read_text().split()[0]}"
     )
-    print("| part | CPU us per task | of which in the kernel |")
-    print("|---|---:|---:|")
+    print("| part | CPU us per task | of which in the kernel | context switches per task |")
+    print("|---|---:|---:|---:|")
     for key in procs:
         total = (after[key] - before[key]) / n * 1e6
         kernel = (kernel1[key] - kernel0[key]) / n * 1e6
-        print(f"| {key} | {total:.1f} | {kernel:.1f} |")
-    print(f"| whole machine (every process) | {machine_us:.1f} | |")
+        switched = (switch1[key] - switch0[key]) / n
+        print(f"| {key} | {total:.1f} | {kernel:.1f} | {switched:.2f} |")
+    print(f"| whole machine (every process) | {machine_us:.1f} | | |")
     print()
     print("Inside redis-server (INFO commandstats; the rest of its CPU is its event loop and")
     print("socket calls):")
