@@ -32,11 +32,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .events import BeforePublish, SendKind, TaskSent, dispatch
+from .ids import new_task_id, new_task_ids
 from .limits import call_key
-from .message import Envelope, decode_envelope, encode_envelope
+from .message import Envelope, decode_envelope, encode_envelope, encode_envelopes
 from .serializers import accepted
 from .stores.aio import publish_async
-from .task import current_request, new_task_id
+from .task import current_request
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -115,7 +116,7 @@ class Producer:
             task=task.name,
             args=list(args) if args else [],
             kwargs=dict(kwargs) if kwargs else {},
-            expires=to_epoch(expires, relative_to=now),
+            expires=None if expires is None else to_epoch(expires, relative_to=now),
             priority=priority,
             root_id=(parent.root_id or parent.id) if parent and parent.id else task_id,
             parent_id=parent.id if parent else None,
@@ -132,6 +133,55 @@ class Producer:
         if link is not None or link_error is not None or workflow:
             _place(envelope, link, link_error, workflow)
         return envelope
+
+    def envelopes(
+        self, task: Task[..., Any], calls: Iterable[Sequence[Any]], priority: int | None = None
+    ) -> list[Envelope]:
+        """New calls of ``task``, one per argument tuple: what :meth:`envelope` makes of
+        each, with what they share (the time, the parent, the priority, the checks'
+        setup, the ids' random bytes) worked out once for the lot (``delay_many``)."""
+        calls = list(calls)
+        if task.typing:
+            for args in calls:
+                task.check_arguments(args or (), {})
+        now = time.time()
+        parent = current_request()
+        if priority is None:
+            priority = task.priority
+            if priority is None:
+                priority = self.app.conf.raw["task_default_priority"]
+        ids = new_task_ids(len(calls))
+        name = task.name
+        if parent is None or parent.id is None:
+            envelopes = [
+                Envelope(
+                    id=task_id,
+                    task=name,
+                    args=list(args) if args else [],
+                    priority=priority,
+                    root_id=task_id,
+                    sent_at=now,
+                )
+                for task_id, args in zip(ids, calls, strict=True)
+            ]
+        else:
+            root_id = parent.root_id or parent.id
+            envelopes = [
+                Envelope(
+                    id=task_id,
+                    task=name,
+                    args=list(args) if args else [],
+                    priority=priority,
+                    root_id=root_id,
+                    parent_id=parent.id,
+                    sent_at=now,
+                )
+                for task_id, args in zip(ids, calls, strict=True)
+            ]
+            if parent.children is None:
+                parent.children = []
+            parent.children.extend(ids)
+        return envelopes
 
     def retry_envelope(
         self,
@@ -199,6 +249,19 @@ class Producer:
             kind=planned.kind,
         )
         return planned.envelope.id
+
+    def delay(
+        self, task: Task[..., Any], args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+    ) -> str:
+        """:meth:`call` with no options (``Task.delay``): the same message, hooks and
+        publish, without passing a dozen ``None`` options through :meth:`_plan`."""
+        if task.idempotency_key:
+            return self.call(task, args, kwargs)
+        envelope = self.envelope(task, args, kwargs)
+        raw = self.app.conf.raw
+        queue = task.queue or self.route(task.name)
+        self.send(envelope, queue, task.serializer or raw["task_serializer"])
+        return envelope.id
 
     async def acall(
         self,
@@ -309,7 +372,7 @@ class Producer:
         priority: int | None = None,
     ) -> list[Envelope]:
         """Send many calls of ``task`` in one publish (``delay_many``)."""
-        envelopes = [self.envelope(task, args, None, priority=priority) for args in calls]
+        envelopes = self.envelopes(task, calls, priority)
         if envelopes:
             self.send_batch(
                 envelopes,
@@ -423,7 +486,7 @@ class Producer:
             for envelope in envelopes:
                 dispatch(self._before, BeforePublish(envelope=envelope, queue=queue, kind=kind))
         limit = self.app.conf.raw["broker_max_message_size"]
-        bodies = [encode_envelope(envelope, serializer, limit) for envelope in envelopes]
+        bodies = encode_envelopes(envelopes, serializer, limit)
         self.app.broker.publish(queue, bodies, priority=priority)
         if self._sent:
             for envelope in envelopes:

@@ -6,12 +6,13 @@ wrong argument is an editor error before it is a worker error.
 
 from __future__ import annotations
 
+import gc
 import inspect
-import os
 import random
 import time
 import traceback as traceback_module
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 from . import states
 from .coroutines import is_coroutine, run_to_completion
 from .exceptions import MaxRetriesExceededError, Retry
+
+# Re-exported: canvas/, result.py and users' code import new_task_id from here.
+from .ids import new_task_id as new_task_id
 from .limits import KeySpec
 from .message import Envelope
 from .result import AsyncResult, EagerResult
@@ -113,14 +117,24 @@ def pop_request() -> None:
 _DEFAULT_CONTEXT = Context()
 
 
-def new_task_id() -> str:
-    """A random (version 4) UUID string, as Celery's task ids are, at a third of the
-    cost of ``str(uuid.uuid4())``."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a bulk send builds its messages.
 
-
-_VARIANT = "89ab"
+    A ``delay_many`` of 100,000 makes ~300,000 objects that live until it returns (the
+    envelopes, their argument lists, the results); as they pile up they set off
+    full collections, each walking every object of the process: 4 to 6 of them, half
+    of the call's time (bench/send_bench.py, issue 17). None of those objects is in a
+    cycle, so there is nothing for a collection to find. Turned back on after, when it
+    was on (another thread's own pause is left as it finds it)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Task(Generic[P, R]):
@@ -183,9 +197,7 @@ class Task(Generic[P, R]):
         )
         # An ``async def`` body: the asyncio pool awaits it on its loop; the other pools
         # (and eager calls) run it to completion on a loop of their own (coroutines.py).
-        self.is_async = inspect.iscoroutinefunction(fun) or inspect.iscoroutinefunction(
-            self.body
-        )
+        self.is_async = inspect.iscoroutinefunction(fun) or inspect.iscoroutinefunction(self.body)
         self.name = name or ""
         for key, value in (options or {}).items():
             if key == "base":
@@ -286,7 +298,18 @@ class Task(Generic[P, R]):
     # sending -----------------------------------------------------------------------
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker: ``apply_async`` with only the arguments."""
-        return self.apply_async(args, kwargs)
+        app = self.app
+        if (
+            type(self).apply_async is not Task.apply_async
+            or "apply_async" in self.__dict__
+            or app.conf.raw["task_always_eager"]
+        ):
+            # A subclass's (or a test's) own apply_async sees every delay, as in Celery.
+            return self.apply_async(args, kwargs)
+        # The same send as apply_async with no options, without their plumbing: the
+        # one-by-one .delay() rate is an issue 17 target (docs/benchmarks.md).
+        self._check_limits(None, None)
+        return self._ticket(app.producer.delay(self, args, kwargs), False)
 
     def apply_async(
         self,
@@ -475,8 +498,10 @@ class Task(Generic[P, R]):
             for envelope in envelopes:  # what could not travel fails here too
                 producer.encode(envelope, producer.serializer_for(self))
             return [self.apply(e.args, e.kwargs, task_id=e.id) for e in envelopes]
-        envelopes = producer.bulk(self, calls, queue=queue, priority=priority)
-        return [AsyncResult(e.id, app, self.name) for e in envelopes]
+        with gc_paused():
+            envelopes = producer.bulk(self, calls, queue=queue, priority=priority)
+            name = self.name
+            return [AsyncResult(e.id, app, name) for e in envelopes]
 
     # eager -------------------------------------------------------------------------
     def _run_with_autoretry(self, request: Context) -> R:

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.exceptions import ContentDisallowed, MessageError
-from conveyor.message import Envelope, decode_envelope, encode_envelope, has_non_finite
+from conveyor.message import (
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    encode_envelopes,
+    has_non_finite,
+)
 
 JSON_ONLY = frozenset({"json"})
 
@@ -153,3 +159,53 @@ def test_pickle_payload_inside_a_json_accepting_worker_is_not_unpickled() -> Non
     evil = b"\x00pickle\x00" + pickle.dumps({"id": "1", "task": "t"})
     with pytest.raises(ContentDisallowed):
         decode_envelope(evil, JSON_ONLY)
+
+
+call_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # inf and nan too: refused, as one by one
+    | st.text()
+    | st.binary(max_size=8),  # tagged, as one by one
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.lists(call_values, max_size=3),
+            st.dictionaries(st.text(min_size=1, max_size=3), call_values, max_size=2),
+            st.sampled_from([None, [{"task": "t", "args": [b"\x00"]}]]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    serializer=st.sampled_from(["json", "msgpack"]),
+    limit=st.sampled_from([None, 200]),
+)
+def test_encoding_in_bulk_is_encoding_each(
+    calls: list[tuple[list[object], dict[str, object], list[dict[str, object]] | None]],
+    serializer: str,
+    limit: int | None,
+) -> None:
+    """The bulk encoder's shortcut for plain JSON never changes a message or an error:
+    each body is the one encode_envelope makes, and the same call fails the same way."""
+    envelopes = [
+        Envelope(id=f"id-{i}", task="t", args=args, kwargs=kwargs, callbacks=links)
+        for i, (args, kwargs, links) in enumerate(calls)
+    ]
+    try:
+        expected: list[bytes] | str = [encode_envelope(e, serializer, limit) for e in envelopes]
+    except (TypeError, ValueError) as exc:
+        expected = f"{type(exc).__name__}: {exc}"
+    try:
+        got: list[bytes] | str = encode_envelopes(envelopes, serializer, limit)
+    except (TypeError, ValueError) as exc:
+        got = f"{type(exc).__name__}: {exc}"
+    assert got == expected

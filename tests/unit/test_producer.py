@@ -3,16 +3,20 @@ order, a hook's error isolated, and each door announcing what it sent once."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from conveyor import Conveyor, chord, group
 from conveyor.events import BeforePublish, TaskSent
 from conveyor.exceptions import Retry
+from conveyor.ids import new_task_id, new_task_ids
 from conveyor.message import Envelope, decode_envelope, encode_envelope
 from conveyor.signals import after_task_publish, before_task_publish
 from conveyor.task import Context, pop_request, push_request
@@ -292,3 +296,121 @@ def test_celerys_publish_signals_get_celerys_arguments_and_may_add_headers(
     assert seen["after"] == ("proj.add", result.id, "acme", "q")
     (message,) = _bodies(app, "q")
     assert message.headers == {"tenant": "acme"}  # protocol keys stay in their own fields
+
+
+# --- the fast doors (issue 17): delay and delay_many send what apply_async sends --------
+
+
+def _without_send_facts(envelope: Envelope) -> dict[str, Any]:
+    fields = msgspec.structs.asdict(envelope)
+    for name in ("id", "root_id", "sent_at", "headers"):  # the tape's header holds the id
+        fields.pop(name)
+    return fields
+
+
+def test_delay_sends_what_apply_async_sends(app: Conveyor, tape: Tape) -> None:
+    add = app.task(name="proj.add", priority=4, soft_time_limit=1)(lambda x, y=0: x + y)
+    one = add.delay(1, y=2)
+    two = add.apply_async((1,), {"y": 2})
+    first, second = sorted(_bodies(app, "celery"), key=lambda e: e.id != one.id)
+    assert (first.id, first.root_id, second.id) == (one.id, one.id, two.id)
+    assert _without_send_facts(first) == _without_send_facts(second)
+    assert first.headers == {"traceparent": f"00-{one.id}"}  # the hook ran on both
+    assert [(e.uuid, e.kind) for e in tape.sent()] == [(one.id, "call"), (two.id, "call")]
+    with pytest.raises(TypeError, match=r"proj\.add"):
+        add.delay()  # the arguments are checked as apply_async checks them
+
+
+def test_delay_goes_through_an_apply_async_of_its_own(app: Conveyor) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    class Audited(app.Task):  # type: ignore[name-defined,misc]
+        def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            seen.append(("class", tuple(args or ()), kwargs))
+            return super().apply_async(args, kwargs, **options)
+
+    audited = app.task(name="proj.audited", base=Audited)(lambda x: x)
+    audited.delay(1)
+    plain = app.task(name="proj.plain")(lambda x: x)
+    original = plain.apply_async
+    plain.apply_async = lambda args=None, kwargs=None, **o: (  # type: ignore[method-assign]
+        seen.append(("instance", tuple(args or ()), kwargs)) or original(args, kwargs, **o)
+    )
+    plain.delay(2)
+    assert seen == [("class", (1,), {}), ("instance", (2,), {})]
+    assert len(_bodies(app, "celery")) == 2
+
+
+def test_delay_many_builds_what_delay_builds_inside_a_task(app: Conveyor) -> None:
+    add = app.task(name="proj.add", priority=2)(lambda x, y: x + y)
+    parent = Context(id="parent-id", root_id="root-id", task="proj.outer")
+    push_request(parent)
+    try:
+        single = add.delay(1, 1)
+        many = add.delay_many([(2, 2), (3, 3)])
+    finally:
+        pop_request()
+    sent = {e.id: e for e in _bodies(app, "celery")}
+    assert parent.children == [single.id, *(r.id for r in many)]
+    for result in many:
+        envelope = sent[result.id]
+        assert (envelope.root_id, envelope.parent_id, envelope.priority) == (
+            "root-id",
+            "parent-id",
+            2,
+        )
+        reference = _without_send_facts(sent[single.id])
+        assert _without_send_facts(envelope) == {**reference, "args": envelope.args}
+
+
+def test_delay_many_checks_every_call_before_sending_any(app: Conveyor) -> None:
+    add = app.task(name="proj.add")(lambda x, y: x + y)
+    with pytest.raises(TypeError, match=r"proj\.add"):
+        add.delay_many([(1, 1), (1,)])
+    with pytest.raises(TypeError, match="positional argument 0"):
+        add.delay_many([(1, 1), (object(), 1)])
+    assert _bodies(app, "celery") == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_delay_many_leaves_the_garbage_collector_as_it_found_it(
+    app: Conveyor, enabled: bool
+) -> None:
+    add = app.task(name="proj.add")(lambda x, y: x + y)
+    during: list[bool] = []
+
+    class Look:
+        def on_before_publish(self, event: BeforePublish) -> None:
+            during.append(gc.isenabled())
+
+    app.events.subscribe(Look())
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        add.delay_many([(1, 1), (2, 2)])
+        assert gc.isenabled() is enabled
+        with pytest.raises(TypeError):
+            add.delay_many([(1,)])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert during == [False, False]  # paused while the messages were built
+
+
+def test_task_ids_made_in_bulk_are_uuid4_strings_and_a_forked_child_makes_its_own() -> None:
+    ids = new_task_ids(500) + [new_task_id() for _ in range(500)]
+    assert len(set(ids)) == 1000
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == task_id
+    new_task_id()  # the parent now holds ids made ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id must not be one its parent will hand out
+        os.write(write, new_task_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    assert child not in {new_task_id() for _ in range(100)}

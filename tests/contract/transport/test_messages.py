@@ -116,6 +116,40 @@ def test_fetch_wakes_promptly_when_a_message_arrives(make_transport: MakeTranspo
     assert took < 0.3, f"woke {took - 0.2:.3f}s after the publish"
 
 
+def test_a_later_publish_wakes_a_waiting_consumer_too(make_transport: MakeTransport) -> None:
+    """Redis queues a publisher's first message to a queue with enqueue.lua and the
+    later ones with plain LPUSH + wake (transport.py, _Push): both must wake."""
+    consumer = consume(make_transport())
+    publisher = make_transport()
+    publisher.publish("q", [b"first"])
+    assert bodies(consumer.fetch(1, 5.0)) == [b"first"]
+    timer = threading.Timer(0.2, lambda: publisher.publish("q", [b"second"], priority=3))
+    timer.start()
+    got, took = timed(lambda: consumer.fetch(1, 5.0))
+    timer.join()
+    assert bodies(got) == [b"second"]  # type: ignore[arg-type]
+    # Without its wake the fetch would sleep its whole 5 s; the margin is for a loaded
+    # machine (this test is about the wake, not its latency: the test above is).
+    assert took < 2.0, f"woke {took - 0.2:.3f}s after the publish"
+
+
+def test_a_bulk_publish_larger_than_a_chunk_arrives_whole_and_in_order(
+    transport: Transport,
+) -> None:
+    # Over two of Redis's 10,000-body LPUSH chunks, after a first publish (the script).
+    transport.publish("q", [b"start"])
+    sent = [b"%d" % i for i in range(21_000)]
+    transport.publish("q", sent)
+    got = bodies(fetch_all(consume(transport), limit=1000))
+    assert got == [b"start", *sent]
+
+
+def test_publishing_nothing_is_a_no_op(transport: Transport) -> None:
+    transport.publish("q", [b"a"])
+    transport.publish("q", [])
+    assert bodies(fetch_all(consume(transport))) == [b"a"]
+
+
 @pytest.mark.amqp_cannot
 @pytest.mark.parametrize("how", ["countdown", "eta"])
 def test_eta_is_held_in_the_broker_and_starts_on_time(transport: Transport, how: str) -> None:

@@ -508,6 +508,30 @@ class RedisLink:
             raise _error_reply(reply)
         return reply
 
+    def call_packed(self, packed: Sequence[bytes], replies: int) -> list[Any]:
+        """Write commands already packed in RESP (each item of ``packed`` in turn) after
+        anything pending, and return their ``replies`` replies; an error reply is raised
+        once all are read, so the connection stays in step. For a hot path that packs
+        its commands from bytes made once (the producer's publish: transport.py)."""
+        self.drain()
+        self._connection()
+        out: list[Any] = []
+        error: ResponseError | None = None
+        try:
+            for data in packed:
+                self._sock.sendall(data)
+            for _ in range(replies):
+                try:
+                    out.append(self._read())
+                except ResponseError as exc:
+                    error = error or exc
+        except CONNECTION_ERRORS as exc:
+            self.reset()
+            raise unavailable(exc, self._pool) from exc
+        if error is not None:
+            raise error
+        return out
+
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
             return self.call(script.command(keys, args))

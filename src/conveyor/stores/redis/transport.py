@@ -1,6 +1,8 @@
 """The Redis broker: lists per queue and priority, leases in a zset, Lua for each step.
 
-How a message moves (each step is one script, so no crash can leave it half-done):
+How a message moves (each step is one script, so no crash can leave it half-done; a
+message due now is queued with the script's two writes sent as plain commands, where
+half-done only delays a wake: see _Push):
 
     enqueue.lua   LPUSH onto <p>:queue:<q>:<level>    or ZADD <p>:queue:<q>:eta when not due
     fetch.lua     RPOP up to N, HSET each into <p>:inflight:<consumer>; promote due ETAs
@@ -105,6 +107,7 @@ class RedisTransport(
         self._scripts = {s.name: self.client.register_script(s.source) for s in SCRIPTS}
         self._local = threading.local()
         self._announced: set[str] = set()
+        self._pushes: dict[tuple[str, int], _Push] = {}
         self._coordinator: RedisCoordinator | None = None
 
     def coordination(self) -> Coordinator:
@@ -134,6 +137,14 @@ class RedisTransport(
         countdown: float | None = None,
         eta: float | None = None,
     ) -> None:
+        if (
+            countdown is None
+            and eta is None
+            and queue in self._announced
+            and not self.options.wait_for_replicas
+        ):
+            self._push(queue, priority, bodies)
+            return
         commands = self._enqueue_commands(queue, bodies, priority, countdown, eta)
         if self.options.wait_for_replicas:
             self._replicated(commands)
@@ -184,6 +195,22 @@ class RedisTransport(
             ENQUEUE.command(where, (*head, *bodies[start : start + _CHUNK]))
             for start in range(0, len(bodies), _CHUNK)
         ]
+
+    def _push(self, queue: str, priority: int, bodies: Sequence[bytes]) -> None:
+        """Queue messages that are due now: LPUSH and the wake ZADD, pipelined in one
+        write from commands packed once per queue and level (see :class:`_Push`)."""
+        if not bodies:
+            return
+        push = self._pushes.get((queue, priority))
+        if push is None:
+            level = priority_level(priority)
+            push = self._pushes[(queue, priority)] = _Push(self.keys, queue, level)
+        packed, replies = push.packed(bodies)
+        link = self._link()
+        try:
+            link.call_packed(packed, replies)
+        except CONNECTION_ERRORS:
+            link.call_packed(packed, replies)  # one reconnect, as _call
 
     def _replicated(self, commands: Sequence[tuple[Any, ...]]) -> None:
         # Publish and WAIT on one connection; after a lost connection both go again (the
@@ -304,6 +331,54 @@ class RedisTransport(
         from .mailbox import RedisMailbox
 
         return RedisMailbox(self)
+
+
+# Bodies per LPUSH of a bulk publish: each LPUSH holds Redis for its length (~0.1 us a
+# body), so other clients wait at most a few ms; the chunks go in one write.
+_PUSH_CHUNK = 10_000
+
+
+class _Push:
+    """A due-now publish to one queue and level, packed by hand in RESP.
+
+    ``enqueue.lua`` for a message due now does LPUSH then ``ZADD <wake> 0 w`` (plus a
+    SADD, once per queue and process). Sent as two plain commands in one write they
+    cost Redis ~1.4 us against ~6 us for the script (INFO commandstats), and the
+    client packs them from bytes made once here, instead of ``hiredis.pack_command``
+    on the whole EVALSHA (~2.4 us) per call. The keys and the bodies are the ones the
+    script writes, so consumers see no difference. The two are not one atomic step: if
+    the connection died between them, a message could be queued without its wake, and
+    an idle consumer would find it at the end of its blocking wait (its fetch timeout)
+    instead of at once; never lost, never twice. The producer still waits for both
+    replies, so a publish that returned is in Redis."""
+
+    __slots__ = ("_lpush", "_wake")
+
+    def __init__(self, keys: RedisKeys, queue: str, level: int) -> None:
+        level_key, _eta, wake = keys.enqueue_keys(queue, level)
+        self._lpush = _bulk(b"LPUSH") + _bulk(level_key.encode())
+        self._wake = b"*4\r\n" + b"".join(map(_bulk, (b"ZADD", wake.encode(), b"0", b"w")))
+
+    def packed(self, bodies: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """The LPUSH (one per chunk of bodies) and the wake, packed into buffers to
+        write in turn, and how many replies they make. One message is one buffer: one
+        ``send`` for both commands, and Redis reads them together."""
+        if len(bodies) == 1:
+            body = bodies[0]
+            lpush = b"*3\r\n%s$%d\r\n%s\r\n%s" % (self._lpush, len(body), body, self._wake)
+            return [lpush], 2
+        out = []
+        for start in range(0, len(bodies), _PUSH_CHUNK):
+            chunk = bodies[start : start + _PUSH_CHUNK]
+            parts = [b"*%d\r\n%s" % (len(chunk) + 2, self._lpush)]
+            parts += [b"$%d\r\n%s\r\n" % (len(body), body) for body in chunk]
+            out.append(b"".join(parts))
+        out.append(self._wake)
+        return out, len(out)
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 class RedisConsumer(TransportConsumer):
