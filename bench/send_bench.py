@@ -1,7 +1,7 @@
 """The producer alone: ``.delay()`` one by one and ``delay_many`` on a private Redis.
 
     .venv/bin/python bench/send_bench.py [--calls 30000] [--bulk 100000] [--repeat 3]
-        [--profile py-spy|pyinstrument] [--out DIR]
+        [--profile py-spy|pyinstrument] [--out DIR] [--against SRC]
 
 Starts a private redis-server on a free port, then times, in this process, a tight loop
 of ``noop.delay(i)`` (each call waits for its reply: a ``.delay()`` that returned is in
@@ -11,6 +11,10 @@ is emptied between runs, so Redis's list growth is the same every time). With
 collapsed stacks land in --out) and the top self-time frames are printed; with
 ``--profile pyinstrument`` it prints pyinstrument's tree. No worker runs: this is what
 the sending process costs, for ``docs/benchmarks.md`` (issue 17).
+
+``--against SRC`` times another conveyor source tree (its ``src`` directory, e.g. from
+``git archive <commit> src``) in the same run: each repeat runs this tree and that one
+in turn, each in a fresh process on the same Redis, so load drifts over both alike.
 """
 
 from __future__ import annotations
@@ -92,6 +96,33 @@ def top_self(raw: Path, limit: int = 25) -> list[tuple[float, str]]:
     return [(100.0 * c / max(total, 1), f) for f, c in counts.most_common(limit)]
 
 
+def compare(url: str, a: argparse.Namespace) -> None:
+    """This tree and ``a.against`` in turn, ``a.repeat`` times; medians and loads."""
+    import statistics
+
+    trees = {"this": None, "against": str(Path(a.against).resolve())}
+    runs: dict[str, dict[str, list[float]]] = {k: {"delay": [], "bulk": []} for k in trees}
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    for _ in range(a.repeat):
+        for name, src in trees.items():
+            env = dict(os.environ)
+            if src is not None:
+                env["PYTHONPATH"] = src
+            cmd = [sys.executable, __file__, "--timed", url, "--calls", str(a.calls)]
+            cmd += ["--bulk", str(a.bulk)]
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            for key in ("delay", "bulk"):
+                runs[name][key] += got[key]
+            print(name, {k: round(v[0]) for k, v in got.items()}, file=sys.stderr)
+    load += Path("/proc/loadavg").read_text().split()[:3]
+    medians = {
+        name: {key: statistics.median(values) for key, values in per.items()}
+        for name, per in runs.items()
+    }
+    print(json.dumps({"runs": runs, "medians": medians, "load": load}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,14 +132,23 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", choices=["py-spy", "pyinstrument"])
     p.add_argument("--out", default="/tmp", help="where py-spy's raw files go")
+    p.add_argument("--against", help="another conveyor src directory, timed in turn")
     p.add_argument("--loop", nargs=3, help=argparse.SUPPRESS)  # URL WHAT N (child)
+    p.add_argument("--timed", help=argparse.SUPPRESS)  # URL (child of --against)
     a = p.parse_args()
     if a.loop:
         loop(a.loop[0], a.loop[1], int(a.loop[2]))
         return
+    if a.timed:  # a child of --against: one repeat of this tree, as JSON
+        print(json.dumps(timed(a.timed, a.calls, a.bulk, 1)))
+        return
     sys.path.insert(0, str(BENCH))
     from procs import RedisServer
 
+    if a.against:
+        with RedisServer() as server:
+            compare(server.url, a)
+        return
     with RedisServer() as server:
         load = Path("/proc/loadavg").read_text().split()[:3]
         result: dict[str, Any] = timed(server.url, a.calls, a.bulk, a.repeat)
