@@ -43,6 +43,19 @@ __all__ = ["AmqpChannel"]
 
 logger = logging.getLogger("conveyor.rabbitmq")
 
+# py-amqp asks the socket for exactly the bytes of the frame part it reads next: two
+# recv() calls a frame, three frames a delivery. Asking for up to READ_AHEAD bytes
+# fills its read buffer (which it already keeps between reads) with a burst of
+# deliveries in one call. 0: py-amqp's own reads.
+READ_AHEAD = 4096
+
+
+def _read_ahead(connection: amqp.Connection) -> None:
+    transport: Any = connection.transport
+    recv = getattr(transport, "_quick_recv", None)  # py-amqp 5.x's transports
+    if READ_AHEAD and recv is not None:
+        transport._quick_recv = lambda n: recv(max(n, READ_AHEAD))
+
 
 class AmqpChannel:
     """A connection with one channel, reopened on demand after a failure.
@@ -81,6 +94,7 @@ class AmqpChannel:
             return self._channel
         connection = connect(self.settings, first=self.generation == 0, give_up=self._give_up)
         try:
+            _read_ahead(connection)
             channel = connection.channel()
             self._connection, self._channel = connection, channel
             self.generation += 1
