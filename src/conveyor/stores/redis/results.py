@@ -294,6 +294,9 @@ class RedisResultsLink(ResultsLink):
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        # Set while writes may be unconfirmed: an idle link's thread sleeps on it
+        # instead of waking every OVERDUE (a threads pool has a link per thread).
+        self._pending = threading.Event()
         self._watch: threading.Thread | None = None
 
     def send(self, write: ResultWrite) -> bool:
@@ -312,6 +315,8 @@ class RedisResultsLink(ResultsLink):
                 self._link.send((command,))
             except RedisUnavailable:
                 healthy = False
+        if not self._pending.is_set():
+            self._pending.set()
         if self._watch is None:
             self._watch = threading.Thread(
                 target=self._watch_overdue, name="conveyor-results-link", daemon=True
@@ -340,11 +345,14 @@ class RedisResultsLink(ResultsLink):
                 self._sent.popleft()
 
     def _watch_overdue(self) -> None:
-        while not self._closed.wait(OVERDUE):
+        while self._pending.wait() and not self._closed.wait(OVERDUE):
             try:
                 oldest = self._sent[0]
             except IndexError:
-                continue  # nothing unconfirmed
+                with self._lock:  # a send appends under the lock, then sets _pending
+                    if not self._sent:
+                        self._pending.clear()
+                continue
             if time.monotonic() - oldest <= OVERDUE or not self._lock.acquire(blocking=False):
                 continue  # young, or the loop is using the link (and reads it itself)
             try:
@@ -356,6 +364,7 @@ class RedisResultsLink(ResultsLink):
 
     def close(self) -> None:
         self._closed.set()
+        self._pending.set()  # wake the thread, to see _closed
         if self._watch is not None and self._watch is not threading.current_thread():
             self._watch.join(timeout=5)
         try:
