@@ -508,7 +508,7 @@ class RedisLink:
             raise _error_reply(reply)
         return reply
 
-    def call_packed(self, packed: Sequence[bytes], replies: int) -> list[Any]:
+    def call_packed(self, packed: Iterable[bytes], replies: int) -> list[Any]:
         """Write commands already packed in RESP (each item of ``packed`` in turn) after
         anything pending, and return their ``replies`` replies; an error reply is raised
         once all are read, so the connection stays in step. For a hot path that packs

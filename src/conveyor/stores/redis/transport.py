@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
@@ -205,12 +205,11 @@ class RedisTransport(
         if push is None:
             level = priority_level(priority)
             push = self._pushes[(queue, priority)] = _Push(self.keys, queue, level)
-        packed, replies = push.packed(bodies)
         link = self._link()
         try:
-            link.call_packed(packed, replies)
+            link.call_packed(*push.packed(bodies))
         except CONNECTION_ERRORS:
-            link.call_packed(packed, replies)  # one reconnect, as _call
+            link.call_packed(*push.packed(bodies))  # one reconnect, as _call
 
     def _replicated(self, commands: Sequence[tuple[Any, ...]]) -> None:
         # Publish and WAIT on one connection; after a lost connection both go again (the
@@ -359,22 +358,25 @@ class _Push:
         self._lpush = _bulk(b"LPUSH") + _bulk(level_key.encode())
         self._wake = b"*4\r\n" + b"".join(map(_bulk, (b"ZADD", wake.encode(), b"0", b"w")))
 
-    def packed(self, bodies: Sequence[bytes]) -> tuple[list[bytes], int]:
+    def packed(self, bodies: Sequence[bytes]) -> tuple[Iterable[bytes], int]:
         """The LPUSH (one per chunk of bodies) and the wake, packed into buffers to
         write in turn, and how many replies they make. One message is one buffer: one
-        ``send`` for both commands, and Redis reads them together."""
+        ``send`` for both commands, and Redis reads them together. Many are packed a
+        chunk at a time as they are written, so a million bodies are never all copied
+        at once."""
         if len(bodies) == 1:
             body = bodies[0]
             lpush = b"*3\r\n%s$%d\r\n%s\r\n%s" % (self._lpush, len(body), body, self._wake)
-            return [lpush], 2
-        out = []
+            return (lpush,), 2
+        return self._chunks(bodies), -(-len(bodies) // _PUSH_CHUNK) + 1
+
+    def _chunks(self, bodies: Sequence[bytes]) -> Iterator[bytes]:
         for start in range(0, len(bodies), _PUSH_CHUNK):
             chunk = bodies[start : start + _PUSH_CHUNK]
             parts = [b"*%d\r\n%s" % (len(chunk) + 2, self._lpush)]
             parts += [b"$%d\r\n%s\r\n" % (len(body), body) for body in chunk]
-            out.append(b"".join(parts))
-        out.append(self._wake)
-        return out, len(out)
+            yield b"".join(parts)
+        yield self._wake
 
 
 def _bulk(value: bytes) -> bytes:
