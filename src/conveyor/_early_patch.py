@@ -50,8 +50,13 @@ def _started_as_command() -> bool:
     return any(a == "-m" and b == "conveyor" for a, b in itertools.pairwise(orig))
 
 
+# The green pool this process was patched for, if any (read by coroutines.py).
+patched: str | None = None
+
+
 def patch(pool: str) -> None:
     """Monkey-patch the standard library for ``pool`` (gevent or eventlet)."""
+    global patched
     if pool == "gevent":
         from gevent import monkey
 
@@ -62,6 +67,7 @@ def patch(pool: str) -> None:
         eventlet.monkey_patch()
     else:
         raise ValueError(f"no monkey-patching for pool {pool!r}: expected one of {GREEN_POOLS}")
+    patched = pool
 
 
 def patch_for_command_line() -> None:

@@ -27,6 +27,9 @@ from collections.abc import Awaitable, Generator
 from types import CoroutineType
 from typing import Any, TypeVar
 
+from . import _early_patch
+from .exceptions import PoolCannotRun
+
 __all__ = ["Interruptible", "is_coroutine", "run_to_completion"]
 
 T = TypeVar("T")
@@ -115,7 +118,20 @@ def run_to_completion(awaitable: Awaitable[T]) -> T:
     An interruption raised into this thread while it waits (the SIGALRM of a soft time
     limit, an exception set by the threads pool's keeper) is thrown into the coroutine
     (:class:`Interruptible`), which may catch it. Called on a thread whose loop is
-    already running (an eager call inside ``async def``), it runs on a helper thread."""
+    already running (an eager call inside ``async def``), it runs on a helper thread.
+
+    Not in a process patched for gevent or eventlet: asyncio keeps one running loop per
+    OS thread, and every greenlet shares that thread, so one greenlet's loop blocks the
+    hub for all (seen: the hub watch ends the worker). The task is refused instead."""
+    if _early_patch.patched is not None:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()  # never awaited, by design: no "was never awaited" warning
+        raise PoolCannotRun(
+            f"an async def task cannot run on the {_early_patch.patched} pool (asyncio and "
+            f"greenlets do not share a thread); run it on a -P asyncio, prefork, threads "
+            f"or solo worker"
+        )
     try:
         asyncio.get_running_loop()
     except RuntimeError:

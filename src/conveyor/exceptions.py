@@ -62,6 +62,11 @@ class ConfigurationError(ConveyorError):
     """A setting, URL or option that cannot work as given."""
 
 
+class PoolCannotRun(ConfigurationError):
+    """The worker's pool cannot run this task (an ``async def`` task on a green pool):
+    the message is dead-lettered with this reason, to be replayed where it can run."""
+
+
 class AppNotFound(ConveyorError):
     """The ``-A`` argument names no module or no app inside it."""
 

@@ -8,6 +8,7 @@ and the side channel where tasks record their runs (AMQP_SIDE_URL).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import time
@@ -56,6 +57,12 @@ def add(x: int, y: int) -> int:
 @app.task
 def tsum(numbers: list[int]) -> int:
     return sum(numbers)
+
+
+@app.task
+async def async_add(x: int, y: int) -> int:
+    await asyncio.sleep(0.01)
+    return x + y
 
 
 @app.task(bind=True)

@@ -35,6 +35,13 @@ def timed_nap(self: Any, seconds: float) -> tuple[str, float]:
 
 
 @app.task
+async def awaits(x: int) -> int:
+    """An ``async def`` task: a green pool cannot run it (asyncio's running loop is per
+    OS thread, shared by every greenlet) and dead-letters it with the reason."""
+    return x
+
+
+@app.task
 def patched() -> dict[str, str]:
     """What the worker's standard library is (the green pools patch it)."""
     return {

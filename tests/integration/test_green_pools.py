@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conveyor import TimeLimitExceeded, states
-from conveyor.exceptions import ConfigurationError, TaskRevokedError
+from conveyor.exceptions import ConfigurationError, MessageError, TaskRevokedError
 from conveyor.worker.main import Worker
 
 from ..apps import green
@@ -82,6 +82,24 @@ def test_a_task_that_blocks_the_hub_past_its_hard_limit_ends_the_process(
     assert worker.wait(15) == 3
     assert "hub has been blocked" in worker.output()
     assert "past its time limit (0.5s)" in worker.output()
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_an_async_task_on_a_green_pool_is_dead_lettered_with_the_reason(
+    pool: str, tasks: ModuleType, redis_url: str, spawn_worker: Any
+) -> None:
+    """Not run on a loop that would block the hub for every greenlet: refused, kept in
+    the dead-letter queue to be replayed on a worker that can run it, and the pool
+    goes on."""
+    worker = spawn_worker("tests.apps.green", redis_url, "-P", pool, "-c", "4")
+    result = tasks.awaits.delay(7)
+    with pytest.raises(MessageError, match=f"cannot run on the {pool} pool"):
+        result.get(timeout=10)
+    assert result.state == states.REJECTED
+    (letter,) = tasks.app.coordinator.dead_letters()
+    assert f"cannot run on the {pool} pool" in letter.reason
+    assert tasks.nap.delay(0.01).get(timeout=10)
+    assert "async def" in worker.output() and "awaits" in worker.output()  # warned at start
 
 
 def test_a_green_pool_refuses_to_run_unpatched(tasks: ModuleType) -> None:

@@ -72,6 +72,22 @@ def test_celery_app_on_rabbitmq_runs_tasks_workflows_and_countdowns(
     assert urgent.get(timeout=20) == 8
 
 
+@pytest.mark.parametrize("pool", ["asyncio", "threads", "gevent"])
+def test_every_pool_runs_tasks_and_stores_results_on_rabbitmq(
+    seed: dict[str, str], spawn_worker: Callable[..., object], pool: str
+) -> None:
+    """Results ride behind the acks on each pool's consumer (the asyncio pool's feeder
+    owns it and the event loop posts to it; threads each own one; gevent patches the
+    sockets the results link writes on)."""
+    spawn_worker(APP, seed["CONVEYOR_BROKER_URL"], "-P", pool, "-c", "8", env=seed)
+    sent = [amqp_seed.add.delay(i, i) for i in range(60)]
+    expected = [2 * i for i in range(60)]
+    if pool != "gevent":  # a green pool dead-letters async def tasks (test_green_pools)
+        sent += [amqp_seed.async_add.delay(i, 1) for i in range(20)]
+        expected += [i + 1 for i in range(20)]
+    assert [r.get(timeout=30) for r in sent] == expected
+
+
 def test_a_sigkilled_workers_task_runs_again_at_once(
     seed: dict[str, str], spawn_worker: Callable[..., object]
 ) -> None:

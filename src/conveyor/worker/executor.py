@@ -24,6 +24,7 @@ from ..exceptions import (
     ContentDisallowed,
     Ignore,
     MessageError,
+    PoolCannotRun,
     Retry,
     TaskRevokedError,
 )
@@ -267,6 +268,9 @@ class Executor:
             # Replaced (self.replace): the replacement stores the result under this id,
             # counts toward its chord and sends its callbacks; nothing to record here.
             attempt.outcome = Outcome(None, states.IGNORED)
+        elif isinstance(exc, PoolCannotRun):
+            # This worker cannot run it, another can: dead-lettered, to be replayed.
+            attempt.outcome = self._reject(attempt.delivery, request, str(exc))
         elif isinstance(exc, TypeError) and _bad_call(exc):
             # Raised by the call itself, not inside the task: the arguments do not
             # fit the signature. No retry can fix that, so it is dead-lettered.

@@ -31,6 +31,7 @@ process held runs again elsewhere; a task that blocks the hub every time reaches
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import threading
@@ -107,6 +108,14 @@ class GreenPool(ThreadsPool):
             )
         self.greenlets: dict[str, Any] = {}
         self.timeouts = GreenTimeouts(self.lib)
+        tasks = worker.app.tasks.items()
+        awaiting = sorted(name for name, task in tasks if inspect.iscoroutinefunction(task.body))
+        if awaiting:
+            logger.warning(
+                "the %s pool cannot run async def tasks; they will be dead-lettered here: %s",
+                self.name,
+                ", ".join(awaiting),
+            )
 
     def on_signal(self, signum: int, frame: Any) -> None:
         # The handler may run on the hub itself (eventlet's, inside its poll), where
