@@ -41,6 +41,11 @@ __all__ = ["Conveyor", "current_app", "shared_task"]
 
 logger = logging.getLogger("conveyor")
 
+# This process's id, kept current across os.fork() (os.getpid() is a system call, and
+# every send asks which process it is in, to make its own connections after a fork).
+_this_process = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _this_process.__setitem__(0, os.getpid()))
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -126,7 +131,7 @@ class Conveyor:
         self._coordinator: Coordinator | None = None
         self._backend: ResultBackend | None = None
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _this_process[0]
         # Celery's app signals, for ``@app.on_after_configure.connect`` receivers that
         # call ``sender.add_periodic_task(...)``; sent once by finalize() (beat calls it).
         self.on_after_configure = Signal("on_after_configure", ("source",))
@@ -217,9 +222,9 @@ class Conveyor:
     @property
     def broker(self) -> Transport:
         """The transport: moves messages (``broker_url``)."""
-        if self._broker is None or self._pid != os.getpid():
+        if self._broker is None or self._pid != _this_process[0]:
             with self._lock:
-                if self._broker is None or self._pid != os.getpid():
+                if self._broker is None or self._pid != _this_process[0]:
                     from .stores import check_backend_url, transport_from_url
 
                     # A backend conveyor lacks fails here, at the first send or at worker
@@ -247,10 +252,10 @@ class Conveyor:
         keys, schedule state, revocations, the worker registry and dead letters. In the
         broker's store unless ``coordinator_url`` names another; a broker that only
         moves messages without one is a ConfigurationError here (so at start)."""
-        if self._coordinator is None or self._pid != os.getpid():
+        if self._coordinator is None or self._pid != _this_process[0]:
             broker = self.broker  # first: a forked child adopts itself there
             with self._lock:
-                if self._coordinator is None or self._pid != os.getpid():
+                if self._coordinator is None or self._pid != _this_process[0]:
                     from .stores import coordinator_for, coordinator_from_url
 
                     self._adopt_fork()
@@ -292,9 +297,9 @@ class Conveyor:
 
     @property
     def backend(self) -> ResultBackend:
-        if self._backend is None or self._pid != os.getpid():
+        if self._backend is None or self._pid != _this_process[0]:
             with self._lock:
-                if self._backend is None or self._pid != os.getpid():
+                if self._backend is None or self._pid != _this_process[0]:
                     from .stores import backend_from_url
 
                     self._adopt_fork()
@@ -325,8 +330,8 @@ class Conveyor:
     def _adopt_fork(self) -> None:
         # In a forked child the parent's connections are not ours: forget (never close)
         # them, so the child makes its own.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if self._pid != _this_process[0]:
+            self._pid = _this_process[0]
             self._broker = None
             self._coordinator = None
             self._backend = None
@@ -335,7 +340,7 @@ class Conveyor:
         self.close()
 
     def close(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == _this_process[0]:
             if self._coordinator is not None:
                 self._coordinator.close()
             if self._broker is not None:
