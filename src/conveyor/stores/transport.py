@@ -101,7 +101,9 @@ class TransportConsumer(ABC):
     """One consuming loop's handle on the transport. Not shared between threads."""
 
     consumer_id: str
-    # True when ack() and store() also write results (see Transport.carries_results_of).
+    # True when ack() and store() also write results: on the transport's own store
+    # (Transport.carries_results_of: Redis results on the broker's Redis) or on a link of
+    # the consumer's own to a result backend that offers StoreBehind (AMQP + Redis).
     carries_results: bool = False
 
     @abstractmethod
