@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import compileall
 import contextlib
+import importlib.util
 import os
 import re
 import signal
@@ -19,6 +21,19 @@ import psutil
 import redis
 
 READY_RE = re.compile(r"\bready\b", re.IGNORECASE)
+
+
+def byte_compile() -> None:
+    """Byte-compile conveyor's source and the bench's task modules, as pip does for an
+    installed package. The peers run from site-packages, compiled at install; conveyor
+    runs from its editable checkout, and where PYTHONDONTWRITEBYTECODE is set (as in
+    this machine's sessions) every worker start would compile its ~150 modules again:
+    ~0.1 s of "start to first task" that no installed conveyor pays (docs/benchmarks.md,
+    issue 17). Stale files are harmless: Python checks each source's mtime and size."""
+    spec = importlib.util.find_spec("conveyor")
+    here = Path(__file__).resolve().parent
+    for directory in [here, *([Path(spec.origin).parent] if spec and spec.origin else [])]:
+        compileall.compile_dir(directory, quiet=1)
 
 
 def free_port() -> int:

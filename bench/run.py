@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, byte_compile
 from rabbit import rabbit_brokers
 
 BENCH = Path(__file__).resolve().parent
@@ -297,6 +297,7 @@ def alternated(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    byte_compile()  # as installed: neither side compiles its source at each start
     names = [args.only] if args.only else ["celery", "conveyor"]
     frameworks, notes = [], {}
     for name in names:
