@@ -18,8 +18,10 @@ are not, it needs more overlap (the processes wait on each other).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,10 +66,29 @@ def main() -> None:
     p.add_argument("-c", "--concurrency", type=int, default=2)
     p.add_argument("--extra", action="append", default=[], help="more worker arguments")
     p.add_argument("--redis-server", default="/usr/bin/redis-server")
+    p.add_argument(
+        "--rabbitmq",
+        action="store_true",
+        help="messages on a private RabbitMQ node (results and the body's INCR stay on "
+        "Redis); its CPU is counted as a part (incr body only)",
+    )
     args = p.parse_args()
     module = "conveyor_tasks" if args.body == "incr" else "profile_tasks"
-    with RedisServer(args.redis_server) as server:
+    with RedisServer(args.redis_server) as server, contextlib.ExitStack() as stack:
         os.environ["BENCH_REDIS_URL"] = server.url
+        node_procs: list[psutil.Process] = []
+        if args.rabbitmq:
+            sys.path.insert(0, str(BENCH.parent))
+            from tests.support_rabbitmq import RabbitNode
+
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-rabbit-"))
+            node = RabbitNode(Path(directory))
+            node.start()
+            stack.callback(node.close)
+            os.environ["BENCH_BROKER_URL_CONVEYOR"] = node.vhost_url()
+            assert node.process is not None
+            root = psutil.Process(node.process.pid)
+            node_procs = [root, *root.children(recursive=True)]
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -101,6 +122,8 @@ def main() -> None:
             parent = psutil.Process(w.proc.pid)
             children = parent.children(recursive=True)
             procs = {"supervisor": [parent], "children": children, "redis-server": [redis_proc]}
+            if node_procs:
+                procs["rabbitmq-server"] = node_procs
             before = {k: sum(cpu_seconds(x) for x in v) for k, v in procs.items()}
             kernel0 = {k: sum(system_seconds(x) for x in v) for k, v in procs.items()}
             switch0 = {k: sum(switches(x) for x in v) for k, v in procs.items()}
