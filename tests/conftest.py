@@ -87,6 +87,29 @@ def amqp_url(rabbit_node: RabbitNode) -> str:
 
 
 @pytest.fixture
+def seed(
+    amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """The seed scenario's environment (tests/apps/amqp_seed.py): messages on a vhost of
+    the suite's RabbitMQ, results, coordination and the tasks' side channel on its Redis;
+    set here and in the app, so the test process and its workers agree."""
+    from .apps import amqp_seed
+
+    env = {
+        "CONVEYOR_BROKER_URL": amqp_url,
+        "CONVEYOR_RESULT_BACKEND": redis_url,
+        "AMQP_SIDE_URL": redis_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = amqp_seed.app
+    app.conf.broker_url = amqp_url
+    app.conf.result_backend = redis_url
+    yield env
+    app.close()
+
+
+@pytest.fixture
 def spawn_worker(tmp_path: Path) -> Iterator[object]:
     """Start real worker processes: ``spawn_worker("tests.apps.basic", broker_url, "-c", "2")``.
 

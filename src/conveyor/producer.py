@@ -152,32 +152,24 @@ class Producer:
                 priority = self.app.conf.raw["task_default_priority"]
         ids = new_task_ids(len(calls))
         name = task.name
-        if parent is None or parent.id is None:
-            envelopes = [
-                Envelope(
-                    id=task_id,
-                    task=name,
-                    args=list(args) if args else [],
-                    priority=priority,
-                    root_id=task_id,
-                    sent_at=now,
-                )
-                for task_id, args in zip(ids, calls, strict=True)
-            ]
-        else:
-            root_id = parent.root_id or parent.id
-            envelopes = [
-                Envelope(
-                    id=task_id,
-                    task=name,
-                    args=list(args) if args else [],
-                    priority=priority,
-                    root_id=root_id,
-                    parent_id=parent.id,
-                    sent_at=now,
-                )
-                for task_id, args in zip(ids, calls, strict=True)
-            ]
+        # Sent from inside a task: every call is its child, in its workflow's tree;
+        # else each call is a root of its own.
+        parent_id = root_id = None
+        if parent is not None and parent.id is not None:
+            parent_id, root_id = parent.id, parent.root_id or parent.id
+        envelopes = [
+            Envelope(
+                id=task_id,
+                task=name,
+                args=list(args) if args else [],
+                priority=priority,
+                root_id=root_id or task_id,
+                parent_id=parent_id,
+                sent_at=now,
+            )
+            for task_id, args in zip(ids, calls, strict=True)
+        ]
+        if parent is not None and parent_id is not None:
             if parent.children is None:
                 parent.children = []
             parent.children.extend(ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,24 +22,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.timeout(240)]
 
 APP = "tests.apps.amqp_seed"
 TASKS = 1500
-
-
-@pytest.fixture
-def seed(
-    amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    env = {
-        "CONVEYOR_BROKER_URL": amqp_url,
-        "CONVEYOR_RESULT_BACKEND": redis_url,
-        "AMQP_SIDE_URL": redis_url,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    app = amqp_seed.app
-    app.conf.broker_url = amqp_url
-    app.conf.result_backend = redis_url
-    yield env
-    app.close()
 
 
 def stored(r: redis.Redis, ids: set[str]) -> set[str]:

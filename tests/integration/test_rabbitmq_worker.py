@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,24 +31,6 @@ from ..support_rabbitmq import RabbitNode
 pytestmark = pytest.mark.timeout(120)
 
 APP = "tests.apps.amqp_seed"
-
-
-@pytest.fixture
-def seed(
-    amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    env = {
-        "CONVEYOR_BROKER_URL": amqp_url,
-        "CONVEYOR_RESULT_BACKEND": redis_url,
-        "AMQP_SIDE_URL": redis_url,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    app = amqp_seed.app
-    app.conf.broker_url = amqp_url
-    app.conf.result_backend = redis_url
-    yield env
-    app.close()
 
 
 def runs(redis_url: str, key: str) -> dict[bytes, bytes]:
