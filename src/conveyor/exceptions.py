@@ -101,11 +101,13 @@ class BrokerUnavailable(BrokerError, builtins.ConnectionError):
 
     Every store maps its client library's connection errors to this one class, in one
     place, so nothing above the store sees redis-py's (or any other client's) classes.
-    ``url`` is the store's URL with any password masked."""
+    ``url`` is the store's URL with any password masked; ``role`` says which store it
+    is ("the broker", "the result backend", ...), for messages that name it."""
 
-    def __init__(self, message: str, url: str = "") -> None:
+    def __init__(self, message: str, url: str = "", role: str = "the broker") -> None:
         super().__init__(message)
         self.url = url
+        self.role = role
 
 
 class TimeoutError(ConveyorError, builtins.TimeoutError):

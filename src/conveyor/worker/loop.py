@@ -128,10 +128,11 @@ class ConsumeLoop:
                     if self._consumer is not None:
                         self._consumer.recover(self._known_tags())
                 except TRANSIENT as exc:
-                    # A worker that never got through is waiting, not reconnecting.
-                    state = (
-                        "broker connection lost" if self._connected else "waiting for the broker"
-                    )
+                    # A worker that never got through is waiting, not reconnecting. The
+                    # store may be the result backend (results written behind AMQP acks).
+                    store = getattr(exc, "role", "the broker").removeprefix("the ")
+                    lost, waiting = f"{store} connection lost", f"waiting for the {store}"
+                    state = lost if self._connected else waiting
                     logger.warning("%s (%s); retrying in %.1fs", state, exc, backoff)
                     # Keep the consumer: its unconfirmed acks are sent again when it
                     # reconnects; only then are unknown leases given back (_cycle).

@@ -144,7 +144,7 @@ def unavailable(exc: BaseException, where: Any) -> RedisUnavailable:
     cls = getattr(where, "connection_class", where)
     url = getattr(cls, "conveyor_url", "")
     role = getattr(cls, "conveyor_role", "the broker")
-    return RedisUnavailable(f"cannot reach {role} at {url}: {_reason(exc)}", url=url)
+    return RedisUnavailable(f"cannot reach {role} at {url}: {_reason(exc)}", url=url, role=role)
 
 
 class RedisClient(redis.Redis):
