@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import redis
 
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, worker_env
 
 BENCH = Path(__file__).resolve().parent
 FRAMEWORKS = ("celery", "conveyor")
@@ -78,12 +77,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     medians: dict[str, dict[str, float]] = {}
     with RedisServer(args.redis_server) as server:
-        env = {
-            **os.environ,
-            "BENCH_REDIS_URL": server.url,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env(BENCH_REDIS_URL=server.url)
         r = redis.Redis.from_url(server.url)
         for framework in [args.only] if args.only else FRAMEWORKS:
             r.flushall()

@@ -29,7 +29,7 @@ import psutil
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, worker_env
 
 BENCH = Path(__file__).resolve().parent
 
@@ -89,11 +89,7 @@ def main() -> None:
             assert node.process is not None
             root = psutil.Process(node.process.pid)
             node_procs = [root, *root.children(recursive=True)]
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env()
         sys.path.insert(0, str(BENCH))
         tasks = __import__(module)
         for start in range(0, args.tasks, 10_000):

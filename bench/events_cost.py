@@ -13,7 +13,6 @@ and the cost of events as a share of each.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -23,8 +22,8 @@ import psutil
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer
-from run import BENCH, Ctx, Framework
+from procs import RedisServer, worker_env
+from run import Ctx, Framework
 
 
 @dataclass
@@ -95,12 +94,7 @@ def main() -> None:
     runs: dict[str, list[Drain]] = {"off": [], "on": []}
     with RedisServer(args.redis_server) as server:
         assert server.proc is not None
-        env = {
-            **os.environ,
-            "BENCH_REDIS_URL": server.url,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env(BENCH_REDIS_URL=server.url)
         for i in range(args.rounds):
             for mode in ("off", "on"):
                 run_args = argparse.Namespace(

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker, byte_compile
+from procs import RedisServer, Worker, byte_compile, worker_env
 
 BENCH = Path(__file__).resolve().parent
 
@@ -253,12 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     byte_compile()  # as installed: no peer compiles its source at each start
     with RedisServer(args.redis_server) as server:
-        env = {
-            **os.environ,
-            "BENCH_REDIS_URL": server.url,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env(BENCH_REDIS_URL=server.url)
         ctx = Ctx(args, redis.Redis.from_url(server.url), env)
         print(
             f"redis-server pid {server.proc and server.proc.pid} on {server.url}; "

@@ -21,6 +21,14 @@ import psutil
 import redis
 
 READY_RE = re.compile(r"\bready\b", re.IGNORECASE)
+BENCH = Path(__file__).resolve().parent
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker or client the harness starts: this one, ``extra``,
+    unbuffered output, and bench/ on the path (the task modules live there)."""
+    path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **extra, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
 def byte_compile() -> None:

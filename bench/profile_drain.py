@@ -25,7 +25,7 @@ import psutil
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, worker_env
 
 BENCH = Path(__file__).resolve().parent
 
@@ -111,11 +111,7 @@ def main() -> None:
     module = "conveyor_tasks" if args.body == "incr" else "profile_tasks"
     with RedisServer(args.redis_server) as server, tempfile.TemporaryDirectory() as tmp:
         os.environ["BENCH_REDIS_URL"] = server.url
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env()
         sys.path.insert(0, str(BENCH))
         tasks = __import__(module)
         for start in range(0, args.tasks, 10_000):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, worker_env
 
 BENCH = Path(__file__).resolve().parent
 
@@ -47,11 +47,7 @@ def main() -> None:
     args = p.parse_args()
     with RedisServer(args.redis_server) as server:
         os.environ["BENCH_REDIS_URL"] = server.url
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env()
         sys.path.insert(0, str(BENCH))
         import hop_tasks
         from conveyor.stores.redis.connection import RedisLink, pool_from_url

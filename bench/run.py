@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker, byte_compile
+from procs import RedisServer, Worker, byte_compile, worker_env
 from rabbit import rabbit_brokers
 
 BENCH = Path(__file__).resolve().parent
@@ -314,13 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     medians: dict[str, dict[str, float]] = {f.name: {} for f in frameworks}
     started = time.monotonic()
     with RedisServer(args.redis_server) as server, rabbit_brokers(args.rabbitmq) as brokers:
-        env = {
-            **os.environ,
-            **brokers.env,
-            "BENCH_REDIS_URL": server.url,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env(**brokers.env, BENCH_REDIS_URL=server.url)
         ctx = Ctx(args, server, redis.Redis.from_url(server.url), env, brokers.purge)
         print(
             f"redis-server pid {server.proc and server.proc.pid} on {server.url}", file=sys.stderr

@@ -36,7 +36,7 @@ from typing import Any
 import redis
 
 from counter import COUNTER_KEY
-from procs import RedisServer, Worker
+from procs import RedisServer, Worker, worker_env
 
 BENCH = Path(__file__).resolve().parent
 CHUNK = 10_000
@@ -321,11 +321,7 @@ def main() -> None:
     args = p.parse_args()
     with RedisServer(args.redis_server) as server:
         os.environ["BENCH_REDIS_URL"] = server.url
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        env = worker_env()
         r = redis.Redis.from_url(server.url)
         print(f"redis-server on {server.url}; load {loadavg()}", file=sys.stderr)
         t0 = time.monotonic()

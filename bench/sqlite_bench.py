@@ -129,12 +129,9 @@ class Run:
         self.framework = framework
         self.tmp = tempfile.TemporaryDirectory(prefix="sqlite-bench-")
         self.db = str(Path(self.tmp.name) / "bench.db")
-        self.env = {
-            **os.environ,
-            "SQLITE_BENCH_DB": self.db,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
-        }
+        from procs import worker_env  # here: this module is also the workers' task module
+
+        self.env = worker_env(SQLITE_BENCH_DB=self.db)
 
     def client(self, op: str, n: int, warmup: int = 0) -> dict[str, Any]:
         cmd = [
