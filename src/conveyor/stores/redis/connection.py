@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import select
+import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -444,6 +446,61 @@ class RedisLink:
             raise unavailable(exc, self._pool) from exc
         if redirected:  # only on a Redis Cluster: the caller sends them to the right node
             raise Redirected(redirected)
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def read_arrived(self) -> None:
+        """What :meth:`drain` does, without blocking: read the replies already waiting
+        on the socket (the results link behind AMQP acks reads them before each write).
+        A connection the server closed (a Redis restart, CLIENT KILL, a timeout) raises
+        here, before anything else is written to it."""
+        if self._sock is None:
+            return
+        reader = self._reader
+        try:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    data = self._ready()
+                    if data is None:
+                        return
+                    if not data:
+                        raise redis.ConnectionError("the connection was closed by the server")
+                    reader.feed(data)
+                    continue
+                if not self._unconfirmed:
+                    continue  # not ours (a push): read, to keep in step
+                if isinstance(reply, hiredis.ReplyError):
+                    logger.error("redis refused %s: %s", self._unconfirmed[0][0], reply)
+                self._unconfirmed.popleft()
+        except CONNECTION_ERRORS as exc:
+            self.reset()
+            raise unavailable(exc, self._pool) from exc
+
+    def _ready(self) -> bytes | None:
+        """What the socket holds now (b"": closed by the server), or None: nothing yet."""
+        sock = self._sock
+        if sock.gettimeout() is None and not isinstance(sock, ssl.SSLSocket):
+            try:  # one syscall; a blocking socket honours MSG_DONTWAIT
+                data: bytes = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            return data
+        # TLS takes no recv flags, and a socket with a timeout polls before it reads
+        # (up to that timeout): ask poll() first, without waiting.
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return None
+        data = sock.recv(_READ_SIZE)
+        return data
 
     def call(self, command: Command) -> Any:
         """Send one command after anything pending and return its reply."""

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import select
-import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -34,7 +30,6 @@ from ..results import ChordBody, ChordSpec, ResultBackend, ResultsLink, StoreBeh
 from ..transport import ResultWrite
 from .aio import AsyncLink
 from .connection import (
-    CONNECTION_ERRORS,
     Command,
     RedisClient,
     RedisLink,
@@ -42,7 +37,6 @@ from .connection import (
     load_script,
     pool_from_url,
     ssl_options,
-    unavailable,
 )
 from .keys import RedisKeys
 
@@ -55,7 +49,6 @@ CHORD_PART = load_script("conveyor.stores.redis", "chord_part")
 
 # Longest single blocking wait; redis-py's default socket timeout is 5 s.
 _SLICE = 2.0
-_READ_SIZE = 65536  # bytes asked of the results link's socket per read
 # A result write sent behind an AMQP ack whose reply has not come after this long holds
 # the next ack back until it is confirmed (RedisResultsLink.send). A Redis that is up
 # answers in well under a millisecond, even on this loaded machine; 50 ms is past any
@@ -218,64 +211,6 @@ class RedisBackend(ResultBackend, AsyncResults, StoreBehind):
         self.pool.disconnect()
 
 
-class _Link(RedisLink):
-    """RedisLink that can also read the replies that already arrived, without waiting."""
-
-    @property
-    def unconfirmed(self) -> int:
-        return len(self._unconfirmed)
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    def read_arrived(self) -> None:
-        """Read the replies waiting on the socket, without blocking. A connection the
-        server closed (a Redis restart, CLIENT KILL, a timeout) raises here, before
-        anything else is written to it."""
-        if self._sock is None:
-            return
-        reader = self._reader
-        try:
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    data = self._ready()
-                    if data is None:
-                        return
-                    if not data:
-                        raise redis.ConnectionError("the connection was closed by the server")
-                    reader.feed(data)
-                    continue
-                if not self._unconfirmed:
-                    continue  # not ours (a push): read, to keep in step
-                if isinstance(reply, hiredis.ReplyError):
-                    logger.error("redis refused %s: %s", self._unconfirmed[0][0], reply)
-                self._unconfirmed.popleft()
-        except CONNECTION_ERRORS as exc:
-            self.reset()
-            raise unavailable(exc, self._pool) from exc
-
-    def _ready(self) -> bytes | None:
-        """What the socket holds now (b"": closed by the server), or None: nothing yet."""
-        sock = self._sock
-        if sock.gettimeout() is None and not isinstance(sock, ssl.SSLSocket):
-            try:  # one syscall; a blocking socket honours MSG_DONTWAIT
-                data: bytes = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return None
-            return data
-        # TLS takes no recv flags, and a socket with a timeout polls before it reads
-        # (up to that timeout): ask poll() first, without waiting.
-        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            if not poller.poll(0):
-                return None
-        data = sock.recv(_READ_SIZE)
-        return data
-
-
 class RedisResultsLink(ResultsLink):
     """Results sent behind AMQP acks on one connection of a consuming loop's own
     (:class:`StoreBehind`): the same ``store_result.lua`` the backend runs, pipelined.
@@ -290,7 +225,7 @@ class RedisResultsLink(ResultsLink):
     def __init__(self, backend: RedisBackend) -> None:
         self._keys = backend.keys
         self._ttl_ms = backend.ttl_ms
-        self._link = _Link(backend.pool, (STORE,))
+        self._link = RedisLink(backend.pool, (STORE,))
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._closed = threading.Event()
